@@ -1,0 +1,46 @@
+"""Shared pieces of the benchmark suites: devices, synchronization, and the ratio table printed at the end.
+
+Every benchmark is paired with the reference measured in the same run; the summary prints
+reference_time / our_time for each pair (and achieved write bandwidth where it is meaningful).
+"""
+
+import pytest
+
+from bench_common import RESULTS
+
+
+@pytest.fixture
+def record(benchmark):
+    """record(case, impl, fn, bytes_written=0): benchmark fn and remember its mean for the ratio table."""
+
+    def run(case: str, impl: str, fn, bytes_written: int = 0):
+        benchmark.group = case
+        benchmark.name = f"{case}[{impl}]"
+        benchmark.pedantic(fn, rounds=benchmark_rounds(case), iterations=1, warmup_rounds=1)
+        RESULTS[(case, impl)] = {"mean": benchmark.stats.stats.mean, "median": benchmark.stats.stats.median,
+                                 "bytes": bytes_written}
+
+    return run
+
+
+def benchmark_rounds(case: str) -> int:
+    return 10 if "cuda" in case else 5
+
+
+def pytest_terminal_summary(terminalreporter):
+    cases = sorted({case for case, _ in RESULTS})
+    if not cases:
+        return
+    tr = terminalreporter
+    tr.section("wsmooth_ext: ours vs reference (same run)")
+    tr.write_line(f"{'case':58s} {'reference ms':>13s} {'ours ms':>9s} {'speed-up':>9s} {'ours GB/s':>10s}")
+    for case in cases:
+        ref, ours = RESULTS.get((case, "reference")), RESULTS.get((case, "ours"))
+        if not ours:
+            continue
+        gbps = ours["bytes"] / ours["median"] / 1e9 if ours["bytes"] else float("nan")
+        if ref:
+            tr.write_line(f"{case:58s} {ref['median'] * 1e3:13.2f} {ours['median'] * 1e3:9.2f} "
+                          f"{ref['median'] / ours['median']:8.1f}x {gbps:10.1f}")
+        else:
+            tr.write_line(f"{case:58s} {'-':>13s} {ours['median'] * 1e3:9.2f} {'-':>9s} {gbps:10.1f}")

@@ -1,0 +1,73 @@
+// Host-side pieces shared by the CPU and CUDA implementations: argument checks, the noise scale, the
+// image masses, and the reduction that turns per-sample dot products into the gradient.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "flow_noise.h"
+
+namespace wsmooth {
+
+inline void check_noise_args(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
+                             int64_t sample_offset, const at::Tensor& keys) {
+  TORCH_CHECK(x.dim() == 4, "wsmooth_ext.flow_noise: x must be 4-D [B, C, H, W], got ", x.dim(), " dims");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "wsmooth_ext.flow_noise: x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "wsmooth_ext.flow_noise: x must have H >= 2 and W >= 2, got ",
+              x.sizes());
+  TORCH_CHECK(num_samples >= 1, "wsmooth_ext.flow_noise: num_samples must be >= 1, got ", num_samples);
+  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "wsmooth_ext.flow_noise: sigma must be finite and > 0, got ",
+              sigma);
+  TORCH_CHECK(noise == kLaplace || noise == kUniform,
+              "wsmooth_ext.flow_noise: noise must be 0 (laplace) or 1 (uniform), got ", noise);
+  TORCH_CHECK(sample_offset >= 0 && sample_offset + num_samples <= (int64_t(1) << 32),
+              "wsmooth_ext.flow_noise: need 0 <= sample_offset and sample_offset + num_samples <= 2^32, got ",
+              sample_offset, " + ", num_samples);
+  TORCH_CHECK(keys.dim() == 1 && keys.size(0) == x.size(0) && keys.scalar_type() == at::kLong,
+              "wsmooth_ext.flow_noise: keys must be int64 [B] with B = ", x.size(0), ", got ", keys.sizes(),
+              " ", keys.scalar_type());
+  TORCH_CHECK(keys.device() == x.device(), "wsmooth_ext.flow_noise: keys must be on x's device");
+  TORCH_CHECK(x.size(0) * num_samples <= (int64_t(1) << 31) - 1,
+              "wsmooth_ext.flow_noise: B * num_samples must be < 2^31 rows");
+  if (x.numel() > 0) {
+    // One cheap pass over x (the output is num_samples times larger).
+    TORCH_CHECK(at::isfinite(x).all().item<bool>(), "wsmooth_ext.flow_noise: x must be finite");
+    TORCH_CHECK(x.min().item<double>() >= 0, "wsmooth_ext.flow_noise: x must be non-negative");
+  }
+}
+
+// λ: Laplace scale σ/√2 or uniform half-width √3·σ, so that each draw has standard deviation σ.
+inline double noise_scale(int64_t noise, double sigma) {
+  return noise == kLaplace ? sigma / std::sqrt(2.0) : sigma * std::sqrt(3.0);
+}
+
+// Per-image factor multiplying the unit noise: s·λ (mass-normalized units) or λ (pixel units).
+inline at::Tensor noise_factor(const at::Tensor& x, double lambda, bool normalize) {
+  if (!normalize) return at::full({x.size(0)}, lambda, x.options().dtype(at::kDouble));
+  return at::sum(x, {1, 2, 3}, /*keepdim=*/false, at::kDouble) * lambda;
+}
+
+// d/dx of out_k = x + s·λ·D_k (D_k = div of unit flows, or unit pixel noise) is I + λ·D_k·1ᵀ, so
+// grad_x = Σ_k g_k + λ·Σ_k ⟨g_k, D_k⟩ on every pixel (the second term only when normalizing).
+inline at::Tensor finish_backward(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples,
+                                  const at::Tensor& dots, double lambda) {
+  auto grad_x = grad.view({x.size(0), num_samples, x.size(1), x.size(2), x.size(3)}).sum(1);
+  if (dots.defined()) {
+    auto per_image = (dots.view({x.size(0), num_samples}).sum(1) * lambda).to(x.scalar_type());
+    grad_x = grad_x + per_image.view({x.size(0), 1, 1, 1});
+  }
+  return grad_x;
+}
+
+inline void check_backward_args(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples) {
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) * num_samples && grad.size(1) == x.size(1) &&
+                  grad.size(2) == x.size(2) && grad.size(3) == x.size(3),
+              "wsmooth_ext.flow_noise_backward: grad must be [B*num_samples, C, H, W], got ", grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.device() == x.device(),
+              "wsmooth_ext.flow_noise_backward: grad must match x's dtype and device");
+}
+
+}  // namespace wsmooth

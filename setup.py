@@ -1,0 +1,68 @@
+"""Build wsmooth_ext: the C++ CPU kernels always, the CUDA kernels when they can be built.
+
+CUDA is built when FORCE_CUDA=1, or when torch is a CUDA build and CUDA_HOME (nvcc) is found; FORCE_ONLY_CPU=1
+disables it. TORCH_CUDA_ARCH_LIST selects the GPU architectures (torch's default otherwise). The decision is
+printed. Build without isolation so the extension is compiled against the torch that will import it:
+
+    pip install --no-build-isolation .
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ImportError:  # pragma: no cover
+    sys.exit("wsmooth_ext: building needs PyTorch installed first (pip install torch), then "
+             "pip install --no-build-isolation .")
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _cuda_decision() -> tuple[bool, str]:
+    if _flag("FORCE_ONLY_CPU"):
+        return False, "FORCE_ONLY_CPU=1"
+    if _flag("FORCE_CUDA"):
+        return True, "FORCE_CUDA=1"
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} is not a CUDA build"
+    if cpp_extension.CUDA_HOME is None:
+        return False, "no CUDA toolkit found (set CUDA_HOME)"
+    return True, f"torch {torch.__version__} (CUDA {torch.version.cuda}) and CUDA_HOME={cpp_extension.CUDA_HOME}"
+
+
+def _extensions():
+    use_cuda, reason = _cuda_decision()
+    sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))]
+    sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))]
+    # -fopenmp: at::parallel_for runs serially unless the extension itself is compiled with OpenMP; the
+    # libgomp it links is the one torch has already loaded (same soname).
+    cxx_flags = ["-O3", "-fopenmp", "-fdiagnostics-color=always"]
+    extra = {"cxx": cxx_flags}
+    if use_cuda:
+        sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]
+        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"]
+        ext_cls = cpp_extension.CUDAExtension
+    else:
+        ext_cls = cpp_extension.CppExtension
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "torch's default")
+    print(f"wsmooth_ext build: CUDA kernels {'ON' if use_cuda else 'OFF'} ({reason}); "
+          f"TORCH_CUDA_ARCH_LIST={arch if use_cuda else 'n/a'}", flush=True)
+    return [ext_cls("wsmooth_ext._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"],
+                    py_limited_api=False)]
+
+
+# Name, version, dependencies and the `wsmooth` script are declared in pyproject.toml.
+setup(
+    packages=find_packages(include=["wsmooth_ext", "wsmooth_ext.*"]),
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+)

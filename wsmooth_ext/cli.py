@@ -1,0 +1,70 @@
+"""The ``wsmooth`` command line: one subcommand per module in ``wsmooth_ext.commands``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Errors a user can cause (bad arguments, missing or corrupt files) end the program with one line on stderr
+and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+# subcommand -> module under wsmooth_ext.commands, in the order --help lists them
+COMMANDS = {
+    "demo": "demo",
+    "train": "train",
+    "certify": "certify",
+    "predict": "predict",
+    "attack": "attack",
+    "analyze": "analyze",
+    "bench": "bench",
+}
+
+UNITS = ("Units: images are pixel arrays in [0, 1]; sigma and every radius are in mass-normalized units "
+         "(the image divided by its total mass s, so it sums to 1). Radii are Wasserstein-1 distances with "
+         "the L2 ground metric in pixels, unless a column says l1.")
+
+
+class UserError(Exception):
+    """An error the user can fix; reported as one line without a traceback."""
+
+
+def _available_commands():
+    for name, module in COMMANDS.items():
+        try:
+            yield name, import_module(f"wsmooth_ext.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"wsmooth_ext.commands.{module}":
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsmooth", description="Wasserstein smoothing: train, certify, attack and compare classifiers. "
+        + UNITS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _available_commands():
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP + "\n\n" + UNITS,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"wsmooth {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"wsmooth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

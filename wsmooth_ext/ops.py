@@ -1,0 +1,177 @@
+"""Python entry to the fused noise ops: validation, fake kernels, autograd, and the reference fallback.
+
+The C++ library (``wsmooth_ext._C``) registers ``torch.ops.wsmooth_ext.flow_noise`` and its backward with
+``TORCH_LIBRARY``; this module adds what the dispatcher needs from Python (``register_fake`` for
+``torch.compile``, ``register_autograd``) and the public functions ``flow_noise`` and ``pixel_noise``.
+Where no compiled kernel exists for the input's device, the pure-tensor reference (same Philox stream) runs
+instead, with a one-time warning: never a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from . import reference
+
+try:  # The compiled library registers the ops on import; its Python module itself is empty.
+    from . import _C  # noqa: F401
+    _IMPORT_ERROR: Exception | None = None
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    _IMPORT_ERROR = exc
+
+NOISE_CODES = {"laplace": 0, "uniform": 1}
+_MAX_SAMPLE_INDEX = 2 ** 32  # the sample index fills one 32-bit word of the Philox counter
+_warned_devices: set[str] = set()
+
+
+def _has_op() -> bool:
+    return _IMPORT_ERROR is None and hasattr(torch.ops, "wsmooth_ext") and hasattr(
+        torch.ops.wsmooth_ext, "flow_noise")
+
+
+def _compiled_device_types() -> frozenset[str]:
+    if not _has_op():
+        return frozenset()
+    return frozenset(dev for dev, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+                     if torch._C._dispatch_has_kernel_for_dispatch_key("wsmooth_ext::flow_noise", key))
+
+
+# Known at import (registration happens when _C loads), so the check is free and torch.compile-friendly.
+_KERNEL_DEVICE_TYPES = _compiled_device_types()
+
+
+def has_kernel(device: torch.device | str) -> bool:
+    """Whether a compiled fused kernel serves tensors on ``device`` (else the reference runs)."""
+    return torch.device(device).type in _KERNEL_DEVICE_TYPES
+
+
+def _warn_fallback(device: torch.device) -> None:
+    if device.type in _warned_devices:
+        return
+    _warned_devices.add(device.type)
+    reason = f" (the C++ library failed to load: {_IMPORT_ERROR})" if _IMPORT_ERROR else ""
+    warnings.warn(f"wsmooth_ext: no compiled flow_noise kernel for device '{device.type}'{reason}; "
+                  "using the pure-tensor reference (same random stream, slower).", RuntimeWarning,
+                  stacklevel=3)
+
+
+def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"x must be float32 or float64, got {x.dtype}")
+    if x.shape[2] < 2 or x.shape[3] < 2:
+        raise ValueError(f"x must have H >= 2 and W >= 2 (flows live between pixels), got {tuple(x.shape)}")
+    # Value checks read the data; under torch.compile they are left to the C++ op (which checks at run time).
+    if x.numel() and not torch.compiler.is_compiling():
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x must be finite (found NaN or inf)")
+        if bool((x < 0).any()):
+            raise ValueError("x must be non-negative: images are treated as mass distributions")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    if noise not in NOISE_CODES:
+        raise ValueError(f"noise must be one of {sorted(NOISE_CODES)}, got {noise!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or sample_offset < 0:
+        raise ValueError(f"sample_offset must be an integer >= 0, got {sample_offset!r}")
+    if sample_offset + num_samples > _MAX_SAMPLE_INDEX:
+        raise ValueError(f"sample_offset + num_samples must be <= 2**32, got {sample_offset + num_samples}")
+    if keys is None:
+        return torch.arange(x.shape[0], dtype=torch.int64, device=x.device)
+    keys = torch.as_tensor(keys)
+    if keys.dim() != 1 or keys.shape[0] != x.shape[0]:
+        raise ValueError(f"keys must be a 1-D tensor with one key per image ({x.shape[0]}), "
+                         f"got shape {tuple(keys.shape)}")
+    if keys.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise ValueError(f"keys must be an integer tensor, got {keys.dtype}")
+    return keys.to(device=x.device, dtype=torch.int64)
+
+
+def _noise_op(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel):
+    keys = _validate(x, num_samples, sigma, noise, seed, sample_offset, keys)
+    if has_kernel(x.device):
+        return torch.ops.wsmooth_ext.flow_noise(x.contiguous(), num_samples, float(sigma), NOISE_CODES[noise],
+                                                seed, sample_offset, keys, bool(normalize), bool(pixel))
+    _warn_fallback(x.device)
+    impl = reference.pixel_noise_reference if pixel else reference.flow_noise_reference
+    return impl(x, num_samples, float(sigma), noise=noise, seed=seed, sample_offset=sample_offset,
+                keys=keys, normalize=normalize, rng="philox")
+
+
+def flow_noise(x: torch.Tensor, num_samples: int, sigma: float, *, noise: str = "laplace", seed: int = 0,
+               sample_offset: int = 0, keys: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+    """Wasserstein-smoothing samples x̃ = x + s·div(δ) for a batch of images, in one fused pass.
+
+    Args:
+        x: images [B, C, H, W], float32/float64, non-negative and finite (pixel values, e.g. in [0, 1]).
+        num_samples: samples per image (n >= 1).
+        sigma: standard deviation of the noise on each edge flow; in mass-normalized units (the image is
+            treated as x/s with s = x.sum() over C, H, W) when ``normalize`` is true, else in pixel units.
+        noise: "laplace" (scale σ/√2, the paper's) or "uniform" (half-width √3·σ).
+        seed: 64-bit seed of the counter-based RNG (0 <= seed < 2**63).
+        sample_offset: index of the first sample; samples [o, o+n) are the same whatever the chunking.
+        keys: int64 [B] identifying each image in the RNG (default 0..B−1); an image's samples depend only
+            on (seed, key, sample index), not on the rest of the batch.
+        normalize: see ``sigma``.
+
+    Returns:
+        [B·num_samples, C, H, W]; row b·num_samples + k is sample k of image b. Mass is preserved exactly
+        (up to rounding); pixels are not clamped. Differentiable w.r.t. ``x``.
+    """
+    return _noise_op(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, False)
+
+
+def pixel_noise(x: torch.Tensor, num_samples: int, sigma: float, *, noise: str = "laplace", seed: int = 0,
+                sample_offset: int = 0, keys: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+    """The paper's Laplace-smoothing baseline: x̃ = s·(x/s + ε), ε i.i.d. on every pixel of every channel.
+
+    Same arguments, output layout and random-stream guarantees as :func:`flow_noise`.
+    """
+    return _noise_op(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, True)
+
+
+def divergence(flow_v: torch.Tensor, flow_h: torch.Tensor) -> torch.Tensor:
+    """Apply the divergence stencil of paper Eq. 5 to explicit flows: Δ(x, δ) − x.
+
+    ``flow_v`` [..., H−1, W] moves mass down, ``flow_h`` [..., H, W−1] moves it right. Differentiable;
+    its adjoint is :func:`divergence_adjoint`.
+    """
+    return reference.divergence(flow_v, flow_h)
+
+
+divergence_adjoint = reference.divergence_adjoint
+
+
+if _has_op():
+    @torch.library.register_fake("wsmooth_ext::flow_noise")
+    def _flow_noise_fake(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel):
+        torch._check(x.dim() == 4)
+        return x.new_empty((x.shape[0] * num_samples,) + tuple(x.shape[1:]))
+
+    @torch.library.register_fake("wsmooth_ext::flow_noise_backward")
+    def _flow_noise_backward_fake(grad, x, num_samples, sigma, noise, seed, sample_offset, keys, normalize,
+                                  pixel):
+        return torch.empty_like(x)
+
+    def _setup_context(ctx, inputs, output):
+        x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel = inputs
+        ctx.save_for_backward(x, keys)
+        ctx.args = (num_samples, sigma, noise, seed, sample_offset, normalize, pixel)
+
+    def _backward(ctx, grad):
+        x, keys = ctx.saved_tensors
+        num_samples, sigma, noise, seed, sample_offset, normalize, pixel = ctx.args
+        grad_x = torch.ops.wsmooth_ext.flow_noise_backward(grad.contiguous(), x, num_samples, sigma, noise,
+                                                           seed, sample_offset, keys, normalize, pixel)
+        return grad_x, None, None, None, None, None, None, None, None
+
+    torch.library.register_autograd("wsmooth_ext::flow_noise", _backward, setup_context=_setup_context)
