@@ -371,3 +371,15 @@ def test_cuda_backward_matches_cpu(pixel):
         (g,) = torch.autograd.grad((op(xd, 5, 0.2, seed=3) * weights.to(device)).sum(), xd)
         grads.append(g.cpu())
     torch.testing.assert_close(grads[1], grads[0])
+
+
+@pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
+@pytest.mark.parametrize("pixel", [False, True])
+def test_cpu_simd_and_portable_paths_agree(monkeypatch, pixel):
+    """The AVX-512 Philox (where the CPU has it) and the portable multiversioned one give the same samples."""
+    x = torch.rand(2, 3, 9, 13)
+    op = wsmooth_ext.pixel_noise if pixel else wsmooth_ext.flow_noise
+    default = op(x, 20, 0.05, seed=9)
+    monkeypatch.setenv("WSMOOTH_CPU_PORTABLE", "1")
+    portable = op(x, 20, 0.05, seed=9)
+    torch.testing.assert_close(default, portable, rtol=1e-6, atol=1e-6)

@@ -15,6 +15,16 @@
 #include "../flow_noise.h"
 #include "../ops_common.h"
 
+#include <cstdlib>
+#include <type_traits>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define WS_AVX512_PATH 1
+#else
+#define WS_AVX512_PATH 0
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define WS_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -30,36 +40,123 @@ namespace {
 // Scratch size for one sample's draws, rounded up to whole batches (generate() never needs a tail).
 int64_t scratch_size(int64_t draws) { return (draws + kDrawsPerBatch - 1) / kDrawsPerBatch * kDrawsPerBatch; }
 
-// buf[g] = unit noise of draw g of stream s, for g < scratch_size(draws). The lane loops are written so that
-// GCC vectorizes them: 16 Philox counters side by side, then word-major conversion to noise (the layout of
-// flow_noise.h makes the stores contiguous).
-template <typename scalar_t, int64_t kind>
-WS_INLINE void generate_kind(const Stream& s, int64_t draws, scalar_t* __restrict buf) {
-  const int64_t batches = scratch_size(draws) / kDrawsPerBatch;
-  for (int64_t batch = 0; batch < batches; ++batch) {
-    uint32_t words[4][kBlocksPerBatch];
-    const uint32_t first_block = static_cast<uint32_t>(batch * kBlocksPerBatch);
-    for (int l = 0; l < kBlocksPerBatch; ++l) {
-      uint32_t w[4];
-      philox_block(s, first_block + l, w);
-      words[0][l] = w[0];
-      words[1][l] = w[1];
-      words[2][l] = w[2];
-      words[3][l] = w[3];
-    }
-    scalar_t* out = buf + batch * kDrawsPerBatch;
-    for (int i = 0; i < 4; ++i) {
-      for (int l = 0; l < kBlocksPerBatch; ++l) out[i * kBlocksPerBatch + l] = unit_noise<scalar_t>(words[i][l], kind);
-    }
+// words[i][l] = word i of Philox block first_block + l, l < 16. Written lane-wise so that GCC vectorizes it
+// for whatever instruction set the enclosing clone targets.
+WS_INLINE void philox_batch_portable(const Stream& s, uint32_t first_block, uint32_t words[4][kBlocksPerBatch]) {
+  for (int l = 0; l < kBlocksPerBatch; ++l) {
+    uint32_t w[4];
+    philox_block(s, first_block + l, w);
+    words[0][l] = w[0];
+    words[1][l] = w[1];
+    words[2][l] = w[2];
+    words[3][l] = w[3];
   }
 }
 
+#if WS_AVX512_PATH
+#define WS_AVX512_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
+
+// (hi, lo) 32-bit halves of the 16 products a·m with two 32x32->64 multiplies (vpmuludq) on the even and odd
+// lanes; the auto-vectorized portable loop widens to 64-bit lanes and uses the slower vpmullq instead.
+WS_AVX512_TARGET inline __attribute__((always_inline)) void mulhilo16(__m512i a, __m512i m, __m512i& hi,
+                                                                        __m512i& lo) {
+  const __m512i even = _mm512_mul_epu32(a, m);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+// Same result as philox_batch_portable (the scalar rounds of flow_noise.h, 16 lanes at once).
+WS_AVX512_TARGET inline __attribute__((always_inline)) void philox_batch_avx512(
+    const Stream& s, uint32_t first_block, uint32_t words[4][kBlocksPerBatch]) {
+  __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(first_block)),
+                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  __m512i c1 = _mm512_set1_epi32(static_cast<int>(s.sample));
+  __m512i c2 = _mm512_set1_epi32(static_cast<int>(s.image0));
+  __m512i c3 = _mm512_set1_epi32(static_cast<int>(s.image1));
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0));
+  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
+  uint32_t k0 = s.key0, k1 = s.key1;
+  for (int round = 0; round < kPhiloxRounds; ++round) {
+    __m512i hi0, lo0, hi1, lo1;
+    mulhilo16(c0, m0, hi0, lo0);
+    mulhilo16(c2, m1, hi1, lo1);
+    // 0x96: three-way xor
+    c0 = _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
+    c2 = _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
+    c1 = lo1;
+    c3 = lo0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  _mm512_storeu_si512(words[0], c0);
+  _mm512_storeu_si512(words[1], c1);
+  _mm512_storeu_si512(words[2], c2);
+  _mm512_storeu_si512(words[3], c3);
+}
+#endif
+
+// out[i*16 + l] = unit noise of words[i][l]: contiguous stores thanks to the word-major layout of flow_noise.h.
 template <typename scalar_t>
-WS_INLINE void generate(const Stream& s, int64_t kind, int64_t draws, scalar_t* __restrict buf) {
+WS_INLINE void convert_batch(const uint32_t words[4][kBlocksPerBatch], int64_t kind, scalar_t* __restrict out) {
   if (kind == kLaplace) {
-    generate_kind<scalar_t, kLaplace>(s, draws, buf);
+    for (int i = 0; i < 4; ++i)
+      for (int l = 0; l < kBlocksPerBatch; ++l) out[i * kBlocksPerBatch + l] = unit_noise<scalar_t>(words[i][l], kLaplace);
   } else {
-    generate_kind<scalar_t, kUniform>(s, draws, buf);
+    for (int i = 0; i < 4; ++i)
+      for (int l = 0; l < kBlocksPerBatch; ++l) out[i * kBlocksPerBatch + l] = unit_noise<scalar_t>(words[i][l], kUniform);
+  }
+}
+
+// buf[g] = unit noise of draw g of stream s, for g < scratch_size(draws).
+template <typename scalar_t>
+WS_INLINE void generate_portable(const Stream& s, int64_t kind, int64_t draws, scalar_t* __restrict buf) {
+  const int64_t batches = scratch_size(draws) / kDrawsPerBatch;
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    uint32_t words[4][kBlocksPerBatch];
+    philox_batch_portable(s, static_cast<uint32_t>(batch * kBlocksPerBatch), words);
+    convert_batch<scalar_t>(words, kind, buf + batch * kDrawsPerBatch);
+  }
+}
+
+WS_MULTIVERSION void generate_portable_f32(const Stream& s, int64_t kind, int64_t draws, float* buf) {
+  generate_portable<float>(s, kind, draws, buf);
+}
+WS_MULTIVERSION void generate_portable_f64(const Stream& s, int64_t kind, int64_t draws, double* buf) {
+  generate_portable<double>(s, kind, draws, buf);
+}
+
+#if WS_AVX512_PATH
+template <typename scalar_t>
+WS_AVX512_TARGET void generate_avx512(const Stream& s, int64_t kind, int64_t draws, scalar_t* __restrict buf) {
+  const int64_t batches = scratch_size(draws) / kDrawsPerBatch;
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    uint32_t words[4][kBlocksPerBatch];
+    philox_batch_avx512(s, static_cast<uint32_t>(batch * kBlocksPerBatch), words);
+    convert_batch<scalar_t>(words, kind, buf + batch * kDrawsPerBatch);
+  }
+}
+#endif
+
+template <typename scalar_t>
+using GenerateFn = void (*)(const Stream&, int64_t, int64_t, scalar_t*);
+
+// The generator for this processor: the AVX-512 Philox where available (unless WSMOOTH_CPU_PORTABLE=1, which
+// the tests use to check that both paths agree), else the multiversioned portable one.
+template <typename scalar_t>
+GenerateFn<scalar_t> pick_generator() {
+  const char* portable = std::getenv("WSMOOTH_CPU_PORTABLE");
+  const bool force_portable = portable != nullptr && portable[0] == '1';
+#if WS_AVX512_PATH
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  if (has_avx512 && !force_portable) return &generate_avx512<scalar_t>;
+#endif
+  (void)force_portable;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return &generate_portable_f32;
+  } else {
+    return &generate_portable_f64;
   }
 }
 
@@ -139,65 +236,66 @@ struct Geometry {
 
 // The multiversioned entry points: everything they call is inlined into each clone, so each instruction set
 // gets its own vectorized copy of the Philox rounds, the log and the stencil.
-WS_MULTIVERSION void forward_rows_f32(const Geometry& geo, int64_t begin, int64_t end, const float* x,
-                                      const int64_t* keys, const double* factor, float* scratch, float* row_tmp,
-                                      float* out) {
+WS_MULTIVERSION void forward_rows_f32(const Geometry& geo, GenerateFn<float> generate, int64_t begin,
+                                      int64_t end, const float* x, const int64_t* keys, const double* factor,
+                                      float* scratch, float* row_tmp, float* out) {
   const int64_t chw = geo.C * geo.H * geo.W;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
-    generate<float>(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
+    generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
     apply_sample<float>(x + b * chw, scratch, static_cast<float>(factor[b]), geo.C, geo.H, geo.W, geo.pixel,
                         row_tmp, out + row * chw);
   }
 }
 
-WS_MULTIVERSION void forward_rows_f64(const Geometry& geo, int64_t begin, int64_t end, const double* x,
-                                      const int64_t* keys, const double* factor, double* scratch,
-                                      double* row_tmp, double* out) {
+WS_MULTIVERSION void forward_rows_f64(const Geometry& geo, GenerateFn<double> generate, int64_t begin,
+                                      int64_t end, const double* x, const int64_t* keys, const double* factor,
+                                      double* scratch, double* row_tmp, double* out) {
   const int64_t chw = geo.C * geo.H * geo.W;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
-    generate<double>(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
+    generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
     apply_sample<double>(x + b * chw, scratch, factor[b], geo.C, geo.H, geo.W, geo.pixel, row_tmp,
                          out + row * chw);
   }
 }
 
-WS_MULTIVERSION void dot_rows_f32(const Geometry& geo, int64_t begin, int64_t end, const float* grad,
-                                  const int64_t* keys, float* scratch, double* dots) {
+WS_MULTIVERSION void dot_rows_f32(const Geometry& geo, GenerateFn<float> generate, int64_t begin, int64_t end,
+                                  const float* grad, const int64_t* keys, float* scratch, double* dots) {
   const int64_t chw = geo.C * geo.H * geo.W;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
-    generate<float>(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
+    generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
     dots[row] = dot_sample<float>(grad + row * chw, scratch, geo.C, geo.H, geo.W, geo.pixel);
   }
 }
 
-WS_MULTIVERSION void dot_rows_f64(const Geometry& geo, int64_t begin, int64_t end, const double* grad,
-                                  const int64_t* keys, double* scratch, double* dots) {
+WS_MULTIVERSION void dot_rows_f64(const Geometry& geo, GenerateFn<double> generate, int64_t begin,
+                                  int64_t end, const double* grad, const int64_t* keys, double* scratch,
+                                  double* dots) {
   const int64_t chw = geo.C * geo.H * geo.W;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
-    generate<double>(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
+    generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
     dots[row] = dot_sample<double>(grad + row * chw, scratch, geo.C, geo.H, geo.W, geo.pixel);
   }
 }
 
 inline void forward_rows(const Geometry& g, int64_t b, int64_t e, const float* x, const int64_t* k,
                          const double* f, float* s, float* t, float* o) {
-  forward_rows_f32(g, b, e, x, k, f, s, t, o);
+  forward_rows_f32(g, pick_generator<float>(), b, e, x, k, f, s, t, o);
 }
 inline void forward_rows(const Geometry& g, int64_t b, int64_t e, const double* x, const int64_t* k,
                          const double* f, double* s, double* t, double* o) {
-  forward_rows_f64(g, b, e, x, k, f, s, t, o);
+  forward_rows_f64(g, pick_generator<double>(), b, e, x, k, f, s, t, o);
 }
 inline void dot_rows(const Geometry& g, int64_t b, int64_t e, const float* gr, const int64_t* k, float* s,
                      double* d) {
-  dot_rows_f32(g, b, e, gr, k, s, d);
+  dot_rows_f32(g, pick_generator<float>(), b, e, gr, k, s, d);
 }
 inline void dot_rows(const Geometry& g, int64_t b, int64_t e, const double* gr, const int64_t* k, double* s,
                      double* d) {
-  dot_rows_f64(g, b, e, gr, k, s, d);
+  dot_rows_f64(g, pick_generator<double>(), b, e, gr, k, s, d);
 }
 
 Geometry make_geometry(const at::Tensor& x, int64_t num_samples, int64_t noise, int64_t seed,
