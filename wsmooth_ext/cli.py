@@ -67,4 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m wsmooth_ext.cli` (and torchrun -m) this file runs as __main__, a second copy of the
+    # module: dispatch through the package's copy so that `except UserError` matches what commands raise.
+    from wsmooth_ext.cli import main as package_main
+
+    sys.exit(package_main())

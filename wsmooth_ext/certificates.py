@@ -1,0 +1,130 @@
+"""Certified Wasserstein radii from a lower bound on the top class's probability (DESIGN.md §1).
+
+ρ₁ is the certified L1 radius in the *noise space* (the edge flows δ for flow noise, the normalized
+pixels x/s for pixel noise); λ is the noise scale (Laplace λ = σ/√2, uniform half-width λ = √3·σ):
+
+=============  ==========================  ======================  =============  ==============
+noise          certificate                 ρ₁                      W1, L1 ground  W1, L2 ground
+=============  ==========================  ======================  =============  ==============
+flow-laplace   ``paper`` (Eq. 18/20)        (λ/2)·ln(p/(1−p))       ρ₁             ρ₁/√2
+flow-laplace   ``tight`` (Teng et al.)      −λ·ln(2(1−p))           ρ₁             ρ₁/√2
+flow-uniform   ``uniform`` (Yang et al.)    2λ(p − 1/2)             ρ₁             ρ₁/√2
+pixel-laplace  ``paper`` (Eq. 21)/``tight`` as for flow-laplace     ρ₁/2           ρ₁/2
+=============  ==========================  ======================  =============  ==============
+
+Why it holds: an image x' with the same mass as x and W1(x/s, x'/s) ≤ ρ (L1 ground metric) equals Δ(x, δ)
+for a flow δ with ‖δ‖₁ ≤ ρ (paper Lemma 1), so smoothing x' is smoothing x with the flow noise shifted by δ,
+and any L1 certificate for the noise applies. With the L2 ground metric, a unit of mass moved costs at
+most √2 times less, hence ρ₁/√2. For pixel noise, ‖x/s − x'/s‖₁ ≤ 2·W1 under either ground metric.
+
+**Scope: mass-preserving perturbations.** The certificate is about the Wasserstein threat model, where the
+attacked image is a transport of the clean one. An x' whose total mass differs from x's is outside it: no
+radius here covers it (a changed mass is not a finite Wasserstein distance between the unnormalized images).
+
+Radii are computed in float64 from numerically stable forms and then rounded *down* by a margin larger than
+the floating-point error of the formula, so a reported radius never exceeds the exact one. ``p_lower ≤ 1/2``
+gives radius 0.0 (no certificate: ``Smooth.certify`` abstains there); ``p_lower = 1`` gives ``inf`` for the
+Laplace certificates (a Clopper–Pearson bound is always < 1, so this happens only for exact probabilities).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+NOISES = ("flow-laplace", "flow-uniform", "pixel-laplace")
+CERTIFICATES = ("tight", "paper", "uniform")
+
+# noise -> certificates valid for it, strongest first (the first one is the default)
+VALID_CERTIFICATES = {
+    "flow-laplace": ("tight", "paper"),
+    "flow-uniform": ("uniform",),
+    "pixel-laplace": ("tight", "paper"),
+}
+DEFAULT_CERTIFICATE = {noise: certs[0] for noise, certs in VALID_CERTIFICATES.items()}
+
+GROUND_METRICS = ("l2", "l1")
+
+# Relative error bound of the float64 formulas below is a handful of ulps; 16 ulps is a safe margin.
+_ROUND_DOWN_ULPS = 16
+
+
+def check_noise(noise) -> str:
+    """Validate a smoothing-noise name."""
+    if noise not in NOISES:
+        raise ValueError(f"noise must be one of {list(NOISES)}, got {noise!r}")
+    return noise
+
+
+def resolve_certificate(noise: str, certificate: str | None) -> str:
+    """The certificate to use: ``None`` → the strongest valid one; an invalid pair raises ValueError."""
+    check_noise(noise)
+    if certificate is None:
+        return DEFAULT_CERTIFICATE[noise]
+    if certificate not in CERTIFICATES:
+        raise ValueError(f"certificate must be one of {list(CERTIFICATES)} or None, got {certificate!r}")
+    if certificate not in VALID_CERTIFICATES[noise]:
+        raise ValueError(f"certificate {certificate!r} is not valid for noise {noise!r}; valid: "
+                         f"{list(VALID_CERTIFICATES[noise])}")
+    return certificate
+
+
+def noise_scale(noise: str, sigma: float) -> float:
+    """λ for a noise family with per-coordinate standard deviation σ (Laplace σ/√2, uniform √3·σ)."""
+    check_noise(noise)
+    if noise == "flow-uniform":
+        return sigma * math.sqrt(3.0)
+    return sigma / math.sqrt(2.0)
+
+
+def _round_down(r: float) -> float:
+    if r <= 0.0 or math.isinf(r):
+        return max(r, 0.0)
+    return max(0.0, r - _ROUND_DOWN_ULPS * math.ulp(r))
+
+
+def _noise_space_radius(p: float, lam: float, certificate: str) -> float:
+    """ρ₁ before rounding, for 1/2 < p ≤ 1. 2p − 1 and 1 − p are exact in float64 for p ∈ [1/2, 1]."""
+    if certificate == "uniform":
+        return 2.0 * lam * (p - 0.5)
+    if p == 1.0:
+        return math.inf
+    if certificate == "paper":
+        # ln(p/(1−p)) = log1p((2p − 1)/(1 − p)): no cancellation when p is near 1/2
+        return 0.5 * lam * math.log1p((2.0 * p - 1.0) / (1.0 - p))
+    return -lam * math.log(2.0 * (1.0 - p))  # tight; 2(1 − p) is exact
+
+
+def certified_radius(p_lower: float, sigma: float, noise: str, certificate: str | None,
+                     ground: str = "l2") -> float:
+    """Certified W1 radius (mass-normalized units) of the smoothed classifier, given p_lower.
+
+    Args:
+        p_lower: a lower bound on the smoothed probability of the predicted class, in [0, 1].
+        sigma: per-coordinate standard deviation of the smoothing noise (> 0).
+        noise: "flow-laplace", "flow-uniform" or "pixel-laplace".
+        certificate: "tight", "paper", "uniform", or None for the strongest valid one for ``noise``.
+        ground: ground metric of the Wasserstein distance, "l2" (Wong et al.'s threat model) or "l1".
+
+    Returns:
+        The radius as a float64, rounded down; 0.0 when p_lower ≤ 1/2 (nothing certified).
+    """
+    if isinstance(p_lower, bool) or not isinstance(p_lower, numbers.Real) or not 0.0 <= float(p_lower) <= 1.0:
+        raise ValueError(f"p_lower must be a probability in [0, 1], got {p_lower!r}")
+    if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(float(sigma))
+            or float(sigma) <= 0.0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    certificate = resolve_certificate(noise, certificate)
+    if ground not in GROUND_METRICS:
+        raise ValueError(f"ground must be one of {list(GROUND_METRICS)}, got {ground!r}")
+    p = float(p_lower)
+    if p <= 0.5:
+        return 0.0
+    rho1 = _noise_space_radius(p, noise_scale(noise, float(sigma)), certificate)
+    if noise == "pixel-laplace":
+        radius = 0.5 * rho1  # ‖x/s − x'/s‖₁ ≤ 2·W1 for either ground metric
+    elif ground == "l2":
+        radius = rho1 / math.sqrt(2.0)
+    else:
+        radius = rho1
+    return _round_down(radius)

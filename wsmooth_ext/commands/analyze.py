@@ -1,0 +1,95 @@
+"""`wsmooth analyze`: Table-1-style summaries and certified-accuracy curves of certify/predict/attack logs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "summarize certify/predict/attack logs: accuracy, abstain %, median certified radius, curves (PNG)"
+
+EPILOG = """\
+For each certify log: accuracy (abstain %), median certified radius (the largest radius at which at least
+half of the images are certified correct; N/A when fewer than half are), base-classifier accuracy under
+noise, and certified accuracy on a radius grid (--radii, default a round grid up to the largest radius).
+Predict logs give accuracy and abstain %. Attack logs (from `wsmooth attack`) are summarized by the attack
+analysis. Tables go to stdout; --plot writes the certified-accuracy curves of all certify logs to one PNG.
+Numbers are truncated, never rounded up.
+
+example:  wsmooth analyze paper.tsv tight.tsv --plot curves.png --markdown
+"""
+
+_LOG_PREFIX = "idx\tlabel\tpredict\t"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("logs", nargs="+", metavar="LOG.tsv", help="certify, predict or attack logs")
+    parser.add_argument("--plot", default=None, metavar="FILE.png", help="write certified-accuracy curves here")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--radii", type=float, nargs="+", default=None, metavar="R",
+                        help="radii of the certified-accuracy columns (mass-normalized W1, L2 ground metric)")
+
+
+def _is_certify_or_predict(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().startswith(_LOG_PREFIX)
+
+
+def _has_radius(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return "radius" in handle.readline().rstrip("\n").split("\t")
+
+
+def _is_attack(path: Path) -> bool:
+    from ..cli import UserError
+
+    try:
+        from ..attack_analysis import is_attack_log
+    except ModuleNotFoundError as exc:
+        if exc.name != "wsmooth_ext.attack_analysis":
+            raise
+        raise UserError(f"{path} is not a certify or predict log (its header does not start with "
+                        "'idx label predict'), and attack-log support is not installed") from None
+    return bool(is_attack_log(path))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis import default_radius_grid, format_summary_table, plot_certified_accuracy, summarize_certify_log
+    from ..cli import UserError
+
+    if args.radii is not None and any(not r >= 0 for r in args.radii):
+        raise UserError(f"--radii must be >= 0, got {args.radii}")
+    certify_logs, attack_logs = [], []
+    for name in args.logs:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such log: {path}")
+        if _is_certify_or_predict(path):
+            certify_logs.append(path)
+        elif _is_attack(path):
+            attack_logs.append(path)
+        else:
+            raise UserError(f"{path} is not a certify, predict or attack log")
+    if args.plot and not attack_logs and not any(_has_radius(p) for p in certify_logs):
+        raise UserError("--plot needs at least one certify or attack log (predict logs have no radii)")
+    outputs = []
+    if certify_logs:
+        summaries = [summarize_certify_log(p) for p in certify_logs]
+        grid = args.radii
+        if grid is None:  # one grid for all logs, so the columns line up
+            grid = default_radius_grid(max((s["max_radius"] or 0.0) for s in summaries))
+        summaries = [summarize_certify_log(p, radius_grid=sorted(set(grid))) for p in certify_logs]
+        outputs.append(format_summary_table(summaries, markdown=args.markdown))
+        plottable = [p for p, s in zip(certify_logs, summaries) if s["kind"] == "certify"]
+        if args.plot and plottable:
+            outputs.append(f"certified-accuracy curves: {plot_certified_accuracy(plottable, args.plot)}")
+    if attack_logs:
+        from ..attack_analysis import analyze_attack_logs
+
+        plot = None
+        if args.plot:  # certify curves keep --plot; attack curves go next to it when both are present
+            plot = Path(args.plot)
+            plot = str(plot if not certify_logs else plot.with_name(plot.stem + "-attack.png"))
+        outputs.append(analyze_attack_logs(attack_logs, plot=plot, markdown=args.markdown))
+    print("\n\n".join(outputs))
+    return 0

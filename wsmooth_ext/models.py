@@ -1,0 +1,168 @@
+"""Base classifiers. Every model takes images in [0, 1] pixel space and normalizes them itself.
+
+Keeping the per-channel normalization inside the model (a :class:`Normalize` layer whose mean/std are
+buffers, so they travel with the state dict) lets the smoothing noise be added in pixel space, where the
+certificate is stated, and a checkpoint is usable without knowing how its data were preprocessed.
+
+Architectures (``ARCHS``):
+
+* ``wong_mnist`` — Wong et al.'s MNIST CNN used by the paper: Conv(C→16, 4, s2, p1)–ReLU–Conv(16→32, 4, s2,
+  p1)–ReLU–Flatten–FC(32·⌊H/4⌋·⌊W/4⌋→100)–ReLU–FC(100→classes). Its layers live in ``self.net``, an
+  ``nn.Sequential`` with the reference code's indices (0, 2, 5, 7), so the paper's checkpoints map on by name.
+* ``resnet18`` — the CIFAR-style ResNet-18 of the paper (3×3 stem, no max-pool, BasicBlocks [2, 2, 2, 2]).
+* ``cifar_small`` — a 4-conv CNN (≈0.6 M parameters) that trains in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ARCHS", "Normalize", "WongMNIST", "ResNet18", "CifarSmall", "build_model"]
+
+
+class Normalize(nn.Module):
+    """(x − mean[c]) / std[c] per channel; mean and std are buffers saved with the model."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean_t.shape != std_t.shape:
+            raise ValueError(f"mean and std must have one value per channel, got {len(mean_t)} and {len(std_t)}")
+        if not bool((std_t > 0).all()):
+            raise ValueError(f"std must be > 0 for every channel, got {std_t.tolist()}")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean[:, None, None]) / self.std[:, None, None]
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.tolist()}, std={self.std.tolist()}"
+
+
+class _Base(nn.Module):
+    """Common attributes: ``arch``, ``num_classes``, ``input_shape`` (C, H, W) and ``normalize``."""
+
+    arch = ""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int], mean, std):
+        super().__init__()
+        self.num_classes = num_classes
+        self.input_shape = tuple(input_shape)
+        channels = input_shape[0]
+        mean = [0.0] * channels if mean is None else list(mean)
+        std = [1.0] * channels if std is None else list(std)
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std need {channels} values (one per input channel), got {len(mean)}/{len(std)}")
+        self.normalize = Normalize(mean, std)
+
+
+class WongMNIST(_Base):
+    arch = "wong_mnist"
+
+    def __init__(self, num_classes=10, input_shape=(1, 28, 28), mean=None, std=None):
+        super().__init__(num_classes, input_shape, mean, std)
+        c, h, w = input_shape
+        if h < 4 or w < 4:
+            raise ValueError(f"wong_mnist needs images of at least 4x4 pixels, got input_shape {input_shape}")
+        # Conv(k=4, s=2, p=1) maps n -> floor(n/2); two of them -> floor(floor(n/2)/2).
+        flat = 32 * (h // 2 // 2) * (w // 2 // 2)
+        self.net = nn.Sequential(
+            nn.Conv2d(c, 16, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(flat, 100), nn.ReLU(),
+            nn.Linear(100, num_classes),
+        )
+
+    def forward(self, x):
+        return self.net(self.normalize(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_planes, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(_Base):
+    arch = "resnet18"
+
+    def __init__(self, num_classes=10, input_shape=(3, 32, 32), mean=None, std=None):
+        super().__init__(num_classes, input_shape, mean, std)
+        self.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, in_planes = [], 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(nn.Sequential(_BasicBlock(in_planes, planes, stride), _BasicBlock(planes, planes, 1)))
+            in_planes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(self.normalize(x))))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        # Adaptive pooling equals the original 4x4 average pool on 32x32 inputs and accepts other sizes.
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+class CifarSmall(_Base):
+    arch = "cifar_small"
+
+    def __init__(self, num_classes=10, input_shape=(3, 32, 32), mean=None, std=None):
+        super().__init__(num_classes, input_shape, mean, std)
+        c, h, w = input_shape
+        if h < 4 or w < 4:
+            raise ValueError(f"cifar_small needs images of at least 4x4 pixels, got input_shape {input_shape}")
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 256), nn.ReLU(),
+                                        nn.Linear(256, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(self.normalize(x)))
+
+
+ARCHS: dict[str, type[_Base]] = {cls.arch: cls for cls in (WongMNIST, ResNet18, CifarSmall)}
+
+
+def build_model(arch: str, num_classes: int = 10, input_shape: Sequence[int] = (1, 28, 28),
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Module:
+    """A freshly initialized model (uses torch's global RNG: seed it for reproducible weights).
+
+    Args:
+        arch: one of ``ARCHS`` ("wong_mnist", "resnet18", "cifar_small").
+        num_classes: number of output logits (>= 2).
+        input_shape: (C, H, W) of the [0, 1] images the model takes.
+        mean, std: per-channel normalization applied inside the model (default 0 and 1: none).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
+    return ARCHS[arch](num_classes=num_classes, input_shape=shape, mean=mean, std=std)

@@ -1,0 +1,280 @@
+"""The Wasserstein-smoothed classifier: Cohen et al.'s ``predict`` / ``certify`` over flow or pixel noise.
+
+``Smooth`` wraps a base classifier (an ``nn.Module`` mapping [N, C, H, W] pixels in [0, 1] to logits). The
+smoothed classifier returns the class the base classifier most likely outputs on a noisy copy of the
+image, with the noise of DESIGN.md §1 drawn by the fused op (:func:`wsmooth_ext.flow_noise` /
+:func:`wsmooth_ext.pixel_noise`).
+
+Randomness: every image is identified in the counter-based RNG by a key — use its dataset index — so the
+result for an image depends only on (seed, key), never on batching or sharding. Within an image, the
+procedures use disjoint ranges of sample indices, so their draws are independent:
+
+* ``certify``: selection samples [0, n0), estimation samples [n0, n0 + n);
+* ``predict``: samples [0, n);
+* ``soft_forward``: fresh samples from [2**31, 2**32) on every call (a per-object counter).
+
+Counting runs under ``torch.inference_mode`` in chunks of at most ``batch_size`` noisy images; class
+counts come from ``bincount``. The base classifier runs on the images' device; put it in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from . import certificates, statistics
+from .ops import flow_noise, pixel_noise
+
+ABSTAIN = -1
+
+_SOFT_OFFSET_START = 2 ** 31  # soft_forward's samples never overlap predict/certify's (< 2**31)
+_MAX_SAMPLE_INDEX = 2 ** 32
+
+
+@dataclass
+class CertifyRecord:
+    """Result of ``certify`` for one image.
+
+    ``radius`` is the certified W1 radius with the L2 ground metric and ``radius_l1`` with the L1 ground
+    metric (both 0.0 when abstaining); ``p_lower`` the Clopper–Pearson lower bound on the selected class's
+    probability; ``count_top`` how many of the n estimation samples the base classifier put on the selected
+    class; ``count_label`` how many it put on the true label (None without labels).
+    """
+
+    prediction: int
+    radius: float
+    radius_l1: float
+    p_lower: float
+    count_top: int
+    count_label: int | None
+    n0: int
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_images(x, dims: int, name: str = "x") -> torch.Tensor:
+    shape = "[C, H, W]" if dims == 3 else "[B, C, H, W]"
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
+    if x.dim() != dims:
+        raise ValueError(f"{name} must be {dims}-D {shape}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite: found NaN or inf pixels")
+    if x.numel() and bool((x < 0).any()):
+        raise ValueError(f"{name} must have non-negative pixels (images are mass distributions), "
+                         f"found min {float(x.min()):g}")
+    return x
+
+
+class Smooth:
+    """Smoothed classifier over flow-domain (or pixel) noise with sound prediction and certification.
+
+    Args:
+        base_classifier: ``nn.Module`` mapping [N, C, H, W] images in [0, 1] to logits [N, num_classes].
+        num_classes: number of classes (the width of the base classifier's output).
+        sigma: per-coordinate noise standard deviation, mass-normalized units (> 0).
+        noise: "flow-laplace" (the paper's), "flow-uniform" or "pixel-laplace" (the paper's baseline).
+        certificate: "tight", "paper" or "uniform"; None → the strongest valid one for ``noise``.
+        seed: seed of the counter-based RNG, 0 <= seed < 2**63.
+    """
+
+    def __init__(self, base_classifier: nn.Module, num_classes: int, sigma: float,
+                 noise: str = "flow-laplace", certificate: str | None = None, seed: int = 0):
+        if not callable(base_classifier):
+            raise ValueError(f"base_classifier must be a callable nn.Module, got {type(base_classifier).__name__}")
+        self.base_classifier = base_classifier
+        self.num_classes = _check_int("num_classes", num_classes, minimum=2)
+        if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(float(sigma))
+                or float(sigma) <= 0):
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+        self.sigma = float(sigma)
+        self.noise = certificates.check_noise(noise)
+        self.certificate = certificates.resolve_certificate(noise, certificate)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        self.seed = int(seed)
+        self._soft_offset = _SOFT_OFFSET_START
+
+    def __repr__(self) -> str:
+        return (f"Smooth(num_classes={self.num_classes}, sigma={self.sigma}, noise={self.noise!r}, "
+                f"certificate={self.certificate!r}, seed={self.seed})")
+
+    # ----------------------------------------------------------------------------------------- noise
+    def _noisy(self, x: torch.Tensor, num_samples: int, sample_offset: int, keys: torch.Tensor) -> torch.Tensor:
+        family = "uniform" if self.noise == "flow-uniform" else "laplace"
+        op = pixel_noise if self.noise == "pixel-laplace" else flow_noise
+        return op(x, num_samples, self.sigma, noise=family, seed=self.seed, sample_offset=sample_offset,
+                  keys=keys)
+
+    def _logits(self, noisy: torch.Tensor) -> torch.Tensor:
+        logits = self.base_classifier(noisy)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape != (
+                noisy.shape[0], self.num_classes):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"num_classes={self.num_classes} does not match the base classifier, whose output "
+                             f"for {noisy.shape[0]} images has shape {got} (expected "
+                             f"[{noisy.shape[0]}, {self.num_classes}])")
+        return logits
+
+    def _keys(self, x: torch.Tensor, keys) -> torch.Tensor:
+        if keys is None:
+            return torch.arange(x.shape[0], dtype=torch.int64)
+        keys = torch.as_tensor(keys)
+        if keys.dim() != 1 or keys.shape[0] != x.shape[0] or keys.is_floating_point():
+            raise ValueError(f"keys must be a 1-D integer tensor with one key per image ({x.shape[0]}), "
+                             f"got {keys.dtype} of shape {tuple(keys.shape)}")
+        return keys.to(torch.int64).cpu()
+
+    def count_classes(self, x: torch.Tensor, num_samples: int, batch_size: int, *, sample_offset: int = 0,
+                      keys=None) -> torch.Tensor:
+        """Base-classifier votes [B, num_classes] (int64, on CPU) over samples [offset, offset+num_samples).
+
+        At most ``batch_size`` noisy images are materialized at once: several images share a chunk when
+        ``num_samples`` is small, a single image's samples are split over chunks when it is large.
+        """
+        x = _check_images(x, 4)
+        num_samples = _check_int("num_samples", num_samples)
+        batch_size = _check_int("batch_size", batch_size)
+        keys = self._keys(x, keys)
+        if sample_offset + num_samples > _MAX_SAMPLE_INDEX:
+            raise ValueError(f"sample_offset + num_samples must be <= 2**32, got {sample_offset + num_samples}")
+        bsz = x.shape[0]
+        counts = torch.zeros(bsz * self.num_classes, dtype=torch.int64)
+        with torch.inference_mode():
+            if num_samples <= batch_size:
+                per_chunk = max(1, batch_size // num_samples)
+                for start in range(0, bsz, per_chunk):
+                    stop = min(bsz, start + per_chunk)
+                    preds = self._logits(self._noisy(x[start:stop], num_samples, sample_offset,
+                                                     keys[start:stop])).argmax(dim=1).cpu()
+                    image = torch.arange(start, stop).repeat_interleave(num_samples)
+                    counts += torch.bincount(image * self.num_classes + preds, minlength=counts.numel())
+            else:
+                for b in range(bsz):
+                    for s in range(0, num_samples, batch_size):
+                        chunk = min(batch_size, num_samples - s)
+                        preds = self._logits(self._noisy(x[b:b + 1], chunk, sample_offset + s,
+                                                         keys[b:b + 1])).argmax(dim=1).cpu()
+                        counts[b * self.num_classes:(b + 1) * self.num_classes] += torch.bincount(
+                            preds, minlength=self.num_classes)
+        return counts.reshape(bsz, self.num_classes)
+
+    # ----------------------------------------------------------------------------------------- predict
+    def predict_batch(self, x: torch.Tensor, n: int, alpha: float, batch_size: int, keys=None) -> torch.Tensor:
+        """Cohen's ``predict`` for each image of x [B, C, H, W]: LongTensor [B], ABSTAIN where abstaining."""
+        return self.predict_batch_details(x, n, alpha, batch_size, keys=keys)[0]
+
+    def predict_batch_details(self, x: torch.Tensor, n: int, alpha: float, batch_size: int, keys=None):
+        """``predict_batch`` plus the evidence: (predictions [B], counts [B, num_classes], p-values [B]).
+
+        With top-two counts nA ≥ nB, the two-sided binomial test of nA out of nA + nB at 1/2 decides;
+        abstain if its p-value exceeds α (so the prediction is wrong with probability ≤ α).
+        """
+        n = _check_int("n", n)
+        alpha = statistics._check_alpha(alpha)
+        batch_size = _check_int("batch_size", batch_size)
+        if n < statistics.min_samples_to_predict(alpha):
+            warnings.warn(f"n={n} is too small to ever predict at alpha={alpha}: every prediction will "
+                          f"abstain (need n >= {statistics.min_samples_to_predict(alpha)})", UserWarning,
+                          stacklevel=3)
+        counts = self.count_classes(x, n, batch_size, sample_offset=0, keys=keys)
+        top2 = counts.topk(2, dim=1)
+        predictions = torch.empty(counts.shape[0], dtype=torch.int64)
+        pvalues = []
+        for b in range(counts.shape[0]):
+            n_a, n_b = int(top2.values[b, 0]), int(top2.values[b, 1])
+            pvalue = statistics.binomial_test_pvalue(n_a, n_a + n_b)
+            pvalues.append(pvalue)
+            predictions[b] = ABSTAIN if pvalue > alpha else int(top2.indices[b, 0])
+        return predictions, counts, pvalues
+
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int, key: int = 0) -> int:
+        """Cohen's ``predict`` for one image x [C, H, W]: the class, or ABSTAIN."""
+        x = _check_images(x, 3)
+        return int(self.predict_batch(x.unsqueeze(0), n, alpha, batch_size, keys=[key])[0])
+
+    # ----------------------------------------------------------------------------------------- certify
+    def certify_batch(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int, keys=None,
+                      labels=None) -> list[CertifyRecord]:
+        """Cohen's ``certify`` for each image of x [B, C, H, W].
+
+        n0 selection samples pick the top class; n independent estimation samples bound its probability
+        from below (Clopper–Pearson, level 1 − α); abstain (radius 0) if that bound is ≤ 1/2.
+        ``labels`` (optional, [B]) adds ``count_label``: the base classifier's votes for the true label.
+        """
+        x = _check_images(x, 4)
+        n0 = _check_int("n0", n0)
+        n = _check_int("n", n)
+        alpha = statistics._check_alpha(alpha)
+        batch_size = _check_int("batch_size", batch_size)
+        if n0 + n >= _SOFT_OFFSET_START:
+            raise ValueError(f"n0 + n must be < 2**31, got {n0 + n}")
+        if labels is not None:
+            labels = torch.as_tensor(labels).reshape(-1).to(torch.int64).cpu()
+            if labels.numel() != x.shape[0]:
+                raise ValueError(f"labels must have one entry per image ({x.shape[0]}), got {labels.numel()}")
+            if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+                raise ValueError(f"labels must lie in [0, num_classes={self.num_classes}), got "
+                                 f"[{int(labels.min())}, {int(labels.max())}]")
+        if n < statistics.min_samples_to_certify(alpha):
+            warnings.warn(f"n={n} is too small to ever certify at alpha={alpha}: every image will abstain "
+                          f"(need n >= {statistics.min_samples_to_certify(alpha)})", UserWarning, stacklevel=3)
+        keys = self._keys(x, keys)
+        selected = self.count_classes(x, n0, batch_size, sample_offset=0, keys=keys).argmax(dim=1)
+        counts = self.count_classes(x, n, batch_size, sample_offset=n0, keys=keys)
+        records = []
+        for b in range(x.shape[0]):
+            top = int(selected[b])
+            count_top = int(counts[b, top])
+            p_lower = statistics.clopper_pearson_lower(count_top, n, alpha)
+            certified = p_lower > 0.5
+            radius = certificates.certified_radius(p_lower, self.sigma, self.noise, self.certificate, "l2")
+            radius_l1 = certificates.certified_radius(p_lower, self.sigma, self.noise, self.certificate, "l1")
+            count_label = None
+            if labels is not None:
+                count_label = int(counts[b, int(labels[b])])
+            records.append(CertifyRecord(prediction=top if certified else ABSTAIN,
+                                         radius=radius if certified else 0.0,
+                                         radius_l1=radius_l1 if certified else 0.0, p_lower=p_lower,
+                                         count_top=count_top, count_label=count_label, n0=n0, n=n))
+        return records
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                key: int = 0) -> tuple[int, float]:
+        """Cohen's ``certify`` for one image x [C, H, W]: (class, certified W1 radius, L2 ground) or (ABSTAIN, 0.0)."""
+        x = _check_images(x, 3)
+        record = self.certify_batch(x.unsqueeze(0), n0, n, alpha, batch_size, keys=[key])[0]
+        return record.prediction, record.radius
+
+    # ----------------------------------------------------------------------------------------- soft
+    def soft_forward(self, x: torch.Tensor, num_samples: int, keys=None) -> torch.Tensor:
+        """Differentiable soft smoothed classifier: mean softmax [B, num_classes] over fresh noise samples.
+
+        Each call draws new samples (a counter advances through sample indices [2**31, 2**32), disjoint
+        from predict/certify's), so repeated calls give independent Monte-Carlo estimates. Gradients flow
+        to ``x`` through the noise op. All B·num_samples noisy images go through the model at once.
+        """
+        x = _check_images(x, 4)
+        num_samples = _check_int("num_samples", num_samples)
+        keys = self._keys(x, keys)
+        if self._soft_offset + num_samples > _MAX_SAMPLE_INDEX:
+            self._soft_offset = _SOFT_OFFSET_START  # wrap: reuse only after 2**31 samples per image
+        offset = self._soft_offset
+        self._soft_offset += num_samples
+        probs = torch.softmax(self._logits(self._noisy(x, num_samples, offset, keys)), dim=1)
+        return probs.reshape(x.shape[0], num_samples, self.num_classes).mean(dim=1)
