@@ -85,6 +85,7 @@ def prepare(args: argparse.Namespace, certificate: str | None = None):
     from ..checkpoint import load_checkpoint
     from ..cli import UserError
     from ..data import load_dataset
+    from ..distributed import context_from_env, device_for
     from ..smooth import Smooth
 
     _positive(args, "n", "n0", "batch", "skip", "max")
@@ -97,8 +98,8 @@ def prepare(args: argparse.Namespace, certificate: str | None = None):
         raise UserError(f"--out {out} is a directory")
     if out.exists() and out.stat().st_size > 0 and not args.resume:
         raise UserError(f"--out {out} already exists; pass --resume to continue it, or remove it to start over")
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:  # under torchrun each process takes the GPU of its local rank
+        device = device_for(context_from_env(), args.device)
     except RuntimeError as exc:
         raise UserError(f"--device {args.device!r} is not a torch device ({exc})") from None
 
@@ -130,13 +131,53 @@ def prepare(args: argparse.Namespace, certificate: str | None = None):
     return smooth, images.to(device), labels, indices, notes
 
 
-def _run_logged(args, fn, **kwargs):
+def _run_logged(args, fn, out_path, **kwargs):
     from ..cli import UserError
 
     try:
-        return fn(**kwargs, resume=args.resume, progress=not args.no_progress)
+        return fn(**kwargs, out_path=out_path, resume=args.resume, progress=not args.no_progress)
     except FileExistsError as exc:
         raise UserError(str(exc)) from None
+
+
+def run_sharded(args, fn, device, indices, **kwargs) -> bool:
+    """Run ``fn`` (certify_to_log / predict_to_log) on this process's images; True where --out is complete.
+
+    A single process logs straight to --out. Under torchrun, each rank logs its shard (``indices[rank::world]``)
+    to its own resumable part log, the ranks agree that all shards succeeded, and rank 0 merges the parts into
+    --out in single-process order (see wsmooth_ext.distributed).
+    """
+    import torch
+
+    from ..cli import UserError
+    from ..distributed import (all_part_paths, barrier, context_from_env, init_process_group, merge_part_logs,
+                               part_path, shard, shutdown)
+
+    ctx = context_from_env()
+    if not ctx.enabled:
+        _run_logged(args, fn, args.out, indices=indices, **kwargs)
+        return True
+    init_process_group(ctx, device)
+    error = None
+    try:
+        _run_logged(args, fn, part_path(args.out, ctx), indices=shard(indices, ctx), **kwargs)
+    except (UserError, ValueError, OSError) as exc:
+        error = exc
+    # Every rank learns whether all shards finished, so none waits forever on a failed one.
+    ok = torch.tensor([0 if error else 1], dtype=torch.int64,
+                      device=device if device.type == "cuda" else "cpu")
+    torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    try:
+        if error is not None:
+            raise error
+        if not ok.item():
+            raise UserError("another process failed; the part logs are kept, rerun with --resume to continue")
+        if ctx.is_main:
+            merge_part_logs(args.out, all_part_paths(args.out, ctx.world_size), indices)
+        barrier(ctx)
+    finally:
+        shutdown(ctx)
+    return ctx.is_main
 
 
 def summary_line(out: Path, what: str) -> str:
@@ -161,8 +202,9 @@ def run(args: argparse.Namespace) -> int:
     from ..certify_log import certify_to_log
 
     smooth, images, labels, indices, notes = prepare(args, certificate=args.certificate)
-    _run_logged(args, certify_to_log, smooth=smooth, images=images, labels=labels, indices=indices,
-                out_path=args.out, n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch)
+    if not run_sharded(args, certify_to_log, images.device, indices, smooth=smooth, images=images, labels=labels,
+                       n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch):
+        return 0  # a torchrun worker other than rank 0: rank 0 reports
     for note in notes:
         print(note, file=sys.stderr)
     print(summary_line(Path(args.out), "certified"))

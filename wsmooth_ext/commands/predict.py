@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .certify import _run_logged, add_common_arguments, prepare, summary_line
+from .certify import add_common_arguments, prepare, run_sharded, summary_line
 
 HELP = "predict with the smoothed classifier of a checkpoint (accuracy with abstentions; TSV log)"
 
@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from ..certify_log import predict_to_log
 
     smooth, images, labels, indices, notes = prepare(args)
-    _run_logged(args, predict_to_log, smooth=smooth, images=images, labels=labels, indices=indices,
-                out_path=args.out, n=args.n, alpha=args.alpha, batch_size=args.batch)
+    if not run_sharded(args, predict_to_log, images.device, indices, smooth=smooth, images=images, labels=labels,
+                       n=args.n, alpha=args.alpha, batch_size=args.batch):
+        return 0  # a torchrun worker other than rank 0: rank 0 reports
     for note in notes:
         print(note, file=sys.stderr)
     print(summary_line(Path(args.out), "predicted"))
