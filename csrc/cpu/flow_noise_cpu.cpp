@@ -305,8 +305,9 @@ Geometry make_geometry(const at::Tensor& x, int64_t num_samples, int64_t noise, 
                   static_cast<uint64_t>(seed), noise, pixel};
 }
 
-// Rows per parallel task: enough work (~64k draws) to amortize the task, at least one row.
-int64_t grain_rows(int64_t draws) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(draws, 1)); }
+// Rows per parallel task: ~256k draws (~0.2 ms), so small calls (a training batch) stay on one thread: an
+// OpenMP region costs little on an idle machine but can stall for many milliseconds when the cores are shared.
+int64_t grain_rows(int64_t draws) { return std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(draws, 1)); }
 
 at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
                           int64_t sample_offset, const at::Tensor& keys_in, bool normalize, bool pixel) {

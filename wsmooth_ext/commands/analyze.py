@@ -64,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"no such log: {path}")
-        if _is_certify_or_predict(path):
-            certify_logs.append(path)
-        elif _is_attack(path):
+        # attack logs also begin with idx label predict: recognise them first
+        if _is_attack(path):
             attack_logs.append(path)
+        elif _is_certify_or_predict(path):
+            certify_logs.append(path)
         else:
             raise UserError(f"{path} is not a certify, predict or attack log")
     if args.plot and not attack_logs and not any(_has_radius(p) for p in certify_logs):

@@ -1,0 +1,135 @@
+"""`wsmooth demo` in miniature: outputs, the two certificates' radii from the same p_lower (checked against
+the closed forms of DESIGN.md §1), rerun/resume and --overwrite, and argument errors."""
+
+import math
+
+import pytest
+import torch
+
+from wsmooth_ext.certify_log import read_log
+from wsmooth_ext.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny batches: one thread is as fast, and immune to the multi-second stalls that parallel regions
+    suffer when other processes share this 2-core machine (seen while developing these tests)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+MINI_SETTINGS = {"--epochs": "1", "--train-size": "200", "--num-certify": "4", "--n0": "20", "--n": "100",
+                 "--batch-size": "400"}
+
+
+def _mini(**changes):
+    """The miniature demo's options, with ``n="200"``-style changes."""
+    settings = {**MINI_SETTINGS, **{f"--{k.replace('_', '-')}": v for k, v in changes.items()}}
+    return [item for pair in settings.items() for item in pair] + ["--no-progress"]
+
+
+MINI = _mini()
+
+
+def _closed_form(p, sigma, noise, certificate):
+    """W1 radius (L2 ground metric) written out from the table of DESIGN.md §1."""
+    if p <= 0.5:
+        return 0.0
+    lam = sigma / math.sqrt(2)
+    rho1 = (lam / 2) * math.log(p / (1 - p)) if certificate == "paper" else -lam * math.log(2 * (1 - p))
+    return rho1 / 2 if noise == "pixel-laplace" else rho1 / math.sqrt(2)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), *MINI]) == 0
+    return out
+
+
+def test_demo_writes_everything(demo_dir):
+    names = {p.name for p in demo_dir.iterdir()}
+    for noise in ("flow-laplace", "pixel-laplace"):
+        assert {f"{noise}_sigma0.01.pt", f"{noise}_sigma0.01_tight.tsv", f"{noise}_sigma0.01_paper.tsv"} <= names
+    assert {"summary.md", "certified_accuracy.png"} <= names
+    assert (demo_dir / "certified_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (demo_dir / "summary.md").read_text()
+    assert "median radius (paper)" in summary and "median radius (tight)" in summary and "pixel-laplace" in summary
+
+
+def test_both_certificates_come_from_the_same_p_lower(demo_dir):
+    for noise in ("flow-laplace", "pixel-laplace"):
+        columns, tight = read_log(demo_dir / f"{noise}_sigma0.01_tight.tsv")
+        _, paper = read_log(demo_dir / f"{noise}_sigma0.01_paper.tsv")
+        assert columns[:6] == ["idx", "label", "predict", "radius", "correct", "time"]
+        assert [r["idx"] for r in tight] == [0, 1, 2, 3]
+        for t, p in zip(tight, paper):
+            assert t["certificate"] == "tight" and p["certificate"] == "paper" and t["noise"] == noise
+            same = ("idx", "label", "predict", "correct", "p_lower", "count_top", "count_label", "n0", "n", "sigma")
+            assert all(t[k] == p[k] for k in same)
+            assert (t["n0"], t["n"]) == (20, 100)
+            if t["predict"] == -1:
+                assert t["radius"] == p["radius"] == 0.0
+                continue
+            for row, cert in ((t, "tight"), (p, "paper")):
+                expected = _closed_form(row["p_lower"], 0.01, noise, cert)
+                assert row["radius"] <= expected and row["radius"] == pytest.approx(expected, rel=1e-9, abs=0)
+
+
+def test_rerun_reuses_outputs_and_overwrite_starts_over(demo_dir, capsys):
+    before = (demo_dir / "flow-laplace_sigma0.01_tight.tsv").read_text()
+    assert main(["demo", "--out", str(demo_dir), *MINI]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1/1" not in out and "resuming" in out  # both models already trained: nothing retrained
+    assert (demo_dir / "flow-laplace_sigma0.01_tight.tsv").read_text() == before  # no duplicated rows
+    # changed certification settings do not silently mix into the old log
+    assert main(["demo", "--out", str(demo_dir), *_mini(n="200")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_overwrite(tmp_path, capsys):
+    small = dict(train_size="64", num_certify="2", n0="10")
+    assert main(["demo", "--out", str(tmp_path), *_mini(n="30", **small)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--overwrite", *_mini(n="40", **small)]) == 0
+    _, rows = read_log(tmp_path / "pixel-laplace_sigma0.01_tight.tsv")
+    assert [r["n"] for r in rows] == [40, 40]
+    assert "epoch   1/1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [["--n", "0"], ["--num-certify", "1001"], ["--sigma", "-1"],
+                                 ["--train-size", "5000"]])
+def test_bad_arguments(tmp_path, capsys, bad):
+    assert main(["demo", "--out", str(tmp_path / "x"), *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wsmooth demo: error:") and err.count("\n") == 1
+
+
+def test_help_states_recipe_and_units(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    assert "mass-normalized" in text and "Adam" in text and "paper's recipe" in text
+
+
+def test_more_epochs_retrain_and_recertify(tmp_path, capsys):
+    small = dict(train_size="64", num_certify="2", n0="10", n="30")
+    assert main(["demo", "--out", str(tmp_path), *_mini(**small)]) == 0
+    log = tmp_path / "flow-laplace_sigma0.01_tight.tsv"
+    marker = "# certified with the 1-epoch model\n"
+    # a marker line the log reader would reject if it were kept: proves the stale log is replaced
+    with open(log, "a") as fh:
+        fh.write(marker)
+    assert main(["demo", "--out", str(tmp_path), *_mini(epochs="2", **small)]) == 0
+    out = capsys.readouterr().out
+    assert marker not in log.read_text()
+    assert "epoch   2/2" in out
+    from wsmooth_ext.checkpoint import load_training_state
+    assert load_training_state(tmp_path / "flow-laplace_sigma0.01.pt")[2]["epoch"] == 2
+    # the logs were rewritten for the 2-epoch model, not kept from the 1-epoch one
+    _, rows = read_log(tmp_path / "flow-laplace_sigma0.01_tight.tsv")
+    assert [r["idx"] for r in rows] == [0, 1]
+    assert main(["demo", "--out", str(tmp_path), *_mini(epochs="1", **small)]) == 2
+    assert "trained for 2 epochs" in capsys.readouterr().err
