@@ -92,3 +92,17 @@ def test_torchrun_resume_continues_each_rank(tmp_path):
     resumed = _torchrun(args + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _without_time(read_log(out)[1]) == _without_time(full)
+
+
+def test_torchrun_attack_equals_single_process(tmp_path):
+    ckpt = _checkpoint(tmp_path / "model.pt")
+    args = ["attack", ckpt, "--dataset", "digits", "--skip", "11", "--max", "6", "--max-iter", "6",
+            "--eps0", "0.05", "--eps-every", "2", "--eps-factor", "1.5", "--no-progress"]
+    single, merged = tmp_path / "single.tsv", tmp_path / "merged.tsv"
+    assert main(args + ["--out", str(single), "--save-adv", str(tmp_path / "single.pt")]) == 0
+    result = _torchrun(args + ["--out", str(merged), "--save-adv", str(tmp_path / "merged.pt")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _without_time(read_log(merged)[1]) == _without_time(read_log(single)[1])
+    a, b = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "merged.pt")
+    assert torch.equal(a["idx"], b["idx"]) and torch.equal(a["clean"], b["clean"])
+    torch.testing.assert_close(a["adv"], b["adv"])

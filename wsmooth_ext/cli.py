@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"wsmooth {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug: re-raise
+        from .distributed import PeerFailedError
+
+        if not isinstance(exc, (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError,
+                                PeerFailedError)):
+            raise
         print(f"wsmooth {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

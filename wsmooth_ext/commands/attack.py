@@ -211,46 +211,15 @@ def _distances(clean, adv):
     return w1, w1_l1, s_adv / s_clean - 1.0, gap
 
 
-def run(args: argparse.Namespace) -> int:
+def _attack_to_log(args, attack, images, labels, indices, out: Path, save_adv, columns, settings, device) -> None:
+    """Attack images[indices] and append a row per image to ``out`` (and their tensors to ``save_adv``)."""
     import torch
 
-    from ..attack_analysis import ATTACK_HEADER, check_certified_vs_attack, format_check, summarize_attack_log
-    from ..attacks import WassersteinPGD
     from ..cli import UserError
-    from ..data import load_dataset
     from ..progress import progress_bar
 
-    _check_numbers(args)
-    out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory")
-    if out.exists() and out.stat().st_size > 0 and not args.resume:
-        raise UserError(f"--out {out} already exists; pass --resume to continue it, or remove it to start over")
-    save_adv = Path(args.save_adv) if args.save_adv else None
     if save_adv is not None and save_adv.exists() and not args.resume:
-        raise UserError(f"--save-adv {save_adv} already exists; pass --resume or remove it")
-    if args.certified_log and not Path(args.certified_log).is_file():
-        raise FileNotFoundError(f"no such certify log: {args.certified_log}")
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as exc:
-        raise UserError(f"--device {args.device!r} is not a torch device ({exc})") from None
-
-    target, num_classes, settings, notes, input_shape = _load_target(args, device)
-    settings.update({"p": float(args.p), "kernel_size": args.kernel_size, "reg": float(args.reg),
-                     "eps0": float(args.eps0), "eps_factor": float(args.eps_factor), "eps_every": args.eps_every,
-                     "max_iter": args.max_iter, "step": float(args.step), "norm": args.norm})
-    images, labels = load_dataset(args.dataset, args.split, args.data_dir)
-    if input_shape is not None and list(images.shape[1:]) != list(input_shape):
-        raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects "
-                        f"{list(input_shape)}")
-    indices = list(range(0, images.shape[0], args.skip))[:args.max]
-    attack = WassersteinPGD(target, p=args.p, kernel_size=args.kernel_size, reg=args.reg, eps0=args.eps0,
-                            eps_factor=args.eps_factor, eps_every=args.eps_every, max_iter=args.max_iter,
-                            step=args.step, norm=args.norm, n_grad=args.n_grad, n_test=args.n_test,
-                            alpha=args.alpha, batch_size=args.batch, sinkhorn_iter=args.sinkhorn_iter)
-    columns = ATTACK_HEADER + COLUMNS_EXTRA + SETTINGS
-
+        raise UserError(f"{save_adv} already exists; pass --resume or remove it")
     handle, existing = _open_log(out, columns, settings, args.resume)
     clean_saved, adv_saved, idx_saved = [], [], []
     if save_adv is not None and existing:
@@ -299,6 +268,61 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(chunk))
     if save_adv is not None and not todo and not existing:
         _save_adv(save_adv, [], [], [])
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..attack_analysis import ATTACK_HEADER, check_certified_vs_attack, format_check, summarize_attack_log
+    from ..attacks import WassersteinPGD
+    from ..cli import UserError
+    from ..data import load_dataset
+    from ..distributed import all_part_paths, context_from_env, device_for, part_path, run_sharded
+
+    _check_numbers(args)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory")
+    if out.exists() and out.stat().st_size > 0 and not args.resume:
+        raise UserError(f"--out {out} already exists; pass --resume to continue it, or remove it to start over")
+    save_adv = Path(args.save_adv) if args.save_adv else None
+    if save_adv is not None and save_adv.exists() and not args.resume:
+        raise UserError(f"--save-adv {save_adv} already exists; pass --resume or remove it")
+    if args.certified_log and not Path(args.certified_log).is_file():
+        raise FileNotFoundError(f"no such certify log: {args.certified_log}")
+    try:  # under torchrun each process takes the GPU of its local rank
+        device = device_for(context_from_env(), args.device)
+    except RuntimeError as exc:
+        raise UserError(f"--device {args.device!r} is not a torch device ({exc})") from None
+
+    target, num_classes, settings, notes, input_shape = _load_target(args, device)
+    settings.update({"p": float(args.p), "kernel_size": args.kernel_size, "reg": float(args.reg),
+                     "eps0": float(args.eps0), "eps_factor": float(args.eps_factor), "eps_every": args.eps_every,
+                     "max_iter": args.max_iter, "step": float(args.step), "norm": args.norm})
+    images, labels = load_dataset(args.dataset, args.split, args.data_dir)
+    if input_shape is not None and list(images.shape[1:]) != list(input_shape):
+        raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects "
+                        f"{list(input_shape)}")
+    indices = list(range(0, images.shape[0], args.skip))[:args.max]
+    attack = WassersteinPGD(target, p=args.p, kernel_size=args.kernel_size, reg=args.reg, eps0=args.eps0,
+                            eps_factor=args.eps_factor, eps_every=args.eps_every, max_iter=args.max_iter,
+                            step=args.step, norm=args.norm, n_grad=args.n_grad, n_test=args.n_test,
+                            alpha=args.alpha, batch_size=args.batch, sinkhorn_iter=args.sinkhorn_iter)
+    columns = ATTACK_HEADER + COLUMNS_EXTRA + SETTINGS
+
+    def run_shard(shard_indices, log_path, ctx):
+        adv_path = save_adv if save_adv is None or not ctx.enabled else part_path(save_adv, ctx)
+        _attack_to_log(args, attack, images, labels, shard_indices, log_path, adv_path, columns, settings, device)
+
+    def merge_saved(ctx):  # rank 0: the parts' tensors, in the order of the merged log
+        parts = [torch.load(p, weights_only=True) for p in all_part_paths(save_adv, ctx.world_size)]
+        where = {int(i): (k, r) for k, part in enumerate(parts) for r, i in enumerate(part["idx"].tolist())}
+        clean = [parts[where[i][0]]["clean"][where[i][1]:where[i][1] + 1] for i in indices]
+        adv = [parts[where[i][0]]["adv"][where[i][1]:where[i][1] + 1] for i in indices]
+        _save_adv(save_adv, clean, adv, list(indices))
+
+    if not run_sharded(run_shard, indices, out, device, merge_saved if save_adv is not None else None):
+        return 0  # a torchrun worker other than rank 0: rank 0 reports
     for note in notes:
         print(note, file=sys.stderr)
     s = summarize_attack_log(out)

@@ -141,43 +141,14 @@ def _run_logged(args, fn, out_path, **kwargs):
 
 
 def run_sharded(args, fn, device, indices, **kwargs) -> bool:
-    """Run ``fn`` (certify_to_log / predict_to_log) on this process's images; True where --out is complete.
+    """Run ``fn`` (certify_to_log / predict_to_log) over ``indices``, sharded under torchrun (see
+    wsmooth_ext.distributed.run_sharded). True on the process that holds the complete --out log."""
+    from ..distributed import run_sharded as run_distributed
 
-    A single process logs straight to --out. Under torchrun, each rank logs its shard (``indices[rank::world]``)
-    to its own resumable part log, the ranks agree that all shards succeeded, and rank 0 merges the parts into
-    --out in single-process order (see wsmooth_ext.distributed).
-    """
-    import torch
+    def run_shard(shard_indices, log_path, ctx):
+        _run_logged(args, fn, log_path, indices=shard_indices, **kwargs)
 
-    from ..cli import UserError
-    from ..distributed import (all_part_paths, barrier, context_from_env, init_process_group, merge_part_logs,
-                               part_path, shard, shutdown)
-
-    ctx = context_from_env()
-    if not ctx.enabled:
-        _run_logged(args, fn, args.out, indices=indices, **kwargs)
-        return True
-    init_process_group(ctx, device)
-    error = None
-    try:
-        _run_logged(args, fn, part_path(args.out, ctx), indices=shard(indices, ctx), **kwargs)
-    except (UserError, ValueError, OSError) as exc:
-        error = exc
-    # Every rank learns whether all shards finished, so none waits forever on a failed one.
-    ok = torch.tensor([0 if error else 1], dtype=torch.int64,
-                      device=device if device.type == "cuda" else "cpu")
-    torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-    try:
-        if error is not None:
-            raise error
-        if not ok.item():
-            raise UserError("another process failed; the part logs are kept, rerun with --resume to continue")
-        if ctx.is_main:
-            merge_part_logs(args.out, all_part_paths(args.out, ctx.world_size), indices)
-        barrier(ctx)
-    finally:
-        shutdown(ctx)
-    return ctx.is_main
+    return run_distributed(run_shard, indices, args.out, device)
 
 
 def summary_line(out: Path, what: str) -> str:
