@@ -11,14 +11,7 @@ from wsmooth_ext.attacks import WassersteinPGD
 from wsmooth_ext.data import load_dataset
 from wsmooth_ext.wasserstein import wasserstein_distance
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronization (ruinous on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 class CentreOfMass(nn.Module):

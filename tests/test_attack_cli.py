@@ -19,14 +19,7 @@ from wsmooth_ext.wasserstein import wasserstein_distance
 FAST = ["--max-iter", "12", "--eps0", "0.05", "--eps-factor", "1.5", "--eps-every", "3", "--sinkhorn-iter", "60",
         "--no-progress"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronization (ruinous on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,8 @@ import torch
 from wsmooth_ext.certify_log import read_log
 from wsmooth_ext.cli import main
 
-pytestmark = pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"), pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: one thread is as fast, and immune to the multi-second stalls that parallel regions
-    suffer when other processes share this 2-core machine (seen while developing these tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 MINI_SETTINGS = {"--epochs": "1", "--train-size": "200", "--num-certify": "4", "--n0": "20", "--n": "100",
                  "--batch-size": "400"}

@@ -11,14 +11,7 @@ from wsmooth_ext.attacks import local_cost, log_local_operator, projected_sinkho
 from wsmooth_ext.attacks_sinkhorn import _local_sum_conv
 from wsmooth_ext.wasserstein import wasserstein_distance
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: intra-op threads only add synchronization (ruinous on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 def test_wright_omega_matches_lambertw():

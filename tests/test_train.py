@@ -12,17 +12,7 @@ from wsmooth_ext.data import DATASETS, load_dataset
 from wsmooth_ext.models import build_model
 from wsmooth_ext.train import derive_seed, evaluate, train
 
-pytestmark = pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: one thread is as fast, and immune to the multi-second stalls that parallel regions
-    suffer when other processes share this 2-core machine (seen while developing these tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"), pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
