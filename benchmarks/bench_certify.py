@@ -6,8 +6,10 @@ Both certify with n0 = 1,000 and n = 10,000 samples, alpha = 0.05, batch 1,000, 
 (mnist5k) for `wong_mnist` and on CIFAR-shaped inputs for `cifar_small` (throughput does not depend on the
 weights, so the models are freshly initialized). The reference pipeline is the paper's: repeat the image
 `batch` times, draw the flow noise with pure tensor ops (wsmooth_ext.reference, torch's generator), take the
-base classifier's hard votes, Clopper–Pearson bound. Ours: Smooth.certify (fused op, inference mode).
-Correctness first: fed the same Philox noise, the reference pipeline must reproduce our counts exactly.
+base classifier's hard votes, Clopper–Pearson bound. Ours: Smooth.certify (fused op, inference mode), with the
+eager model ("ours") and with the TorchScript-optimized copy that `--jit` uses ("ours-jit", accepted only with
+identical predictions on a check set). Correctness first: fed the same Philox noise, the reference pipeline
+must reproduce our results exactly.
 """
 
 import pytest
@@ -16,6 +18,7 @@ import torch
 from wsmooth_ext import reference
 from wsmooth_ext.certificates import certified_radius
 from wsmooth_ext.data import load_dataset
+from wsmooth_ext.inference import optimize_for_inference
 from wsmooth_ext.models import build_model
 from wsmooth_ext.smooth import ABSTAIN, Smooth
 from wsmooth_ext.statistics import clopper_pearson_lower
@@ -67,15 +70,19 @@ def _model_and_images(arch, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["wong_mnist", "cifar_small"])
-@pytest.mark.parametrize("impl", ["reference", "ours"])
+@pytest.mark.parametrize("impl", ["reference", "ours", "ours-jit"])
 def test_certify_throughput(record, impl, arch, device):
     model, images = _model_and_images(arch, device)
     smooth = Smooth(model, 10, SIGMA, noise="flow-laplace", certificate="tight", seed=0)
+    if impl == "ours-jit":
+        check = smooth._noisy(images, 1000, 2 ** 32 - 1000, torch.arange(images.shape[0]))
+        smooth.base_classifier, note = optimize_for_inference(model, check)
+        assert note.startswith("TorchScript"), note
     for key in range(IMAGES_PER_ROUND):  # correctness: same noise -> same result
         assert smooth.certify(images[key], N0, N, ALPHA, BATCH, key=key) == reference_certify(
             model, images[key], key, rng="philox")
 
-    if impl == "ours":
+    if impl != "reference":
         def run():
             for key in range(IMAGES_PER_ROUND):
                 smooth.certify(images[key], N0, N, ALPHA, BATCH, key=key)

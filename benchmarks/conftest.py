@@ -35,12 +35,13 @@ def pytest_terminal_summary(terminalreporter):
     tr.section("wsmooth_ext: ours vs reference (same run)")
     tr.write_line(f"{'case':58s} {'reference ms':>13s} {'ours ms':>9s} {'speed-up':>9s} {'ours GB/s':>10s}")
     for case in cases:
-        ref, ours = RESULTS.get((case, "reference")), RESULTS.get((case, "ours"))
-        if not ours:
-            continue
-        gbps = ours["bytes"] / ours["median"] / 1e9 if ours["bytes"] else float("nan")
-        if ref:
-            tr.write_line(f"{case:58s} {ref['median'] * 1e3:13.2f} {ours['median'] * 1e3:9.2f} "
-                          f"{ref['median'] / ours['median']:8.1f}x {gbps:10.1f}")
-        else:
-            tr.write_line(f"{case:58s} {'-':>13s} {ours['median'] * 1e3:9.2f} {'-':>9s} {gbps:10.1f}")
+        ref = RESULTS.get((case, "reference"))
+        for impl in sorted(i for c, i in RESULTS if c == case and i != "reference"):
+            ours = RESULTS[(case, impl)]
+            label = case if impl == "ours" else f"{case} [{impl}]"
+            gbps = ours["bytes"] / ours["median"] / 1e9 if ours["bytes"] else float("nan")
+            if ref:
+                tr.write_line(f"{label:58s} {ref['median'] * 1e3:13.2f} {ours['median'] * 1e3:9.2f} "
+                              f"{ref['median'] / ours['median']:8.1f}x {gbps:10.1f}")
+            else:
+                tr.write_line(f"{label:58s} {'-':>13s} {ours['median'] * 1e3:9.2f} {'-':>9s} {gbps:10.1f}")

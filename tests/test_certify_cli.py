@@ -129,3 +129,27 @@ def test_help_states_units(capsys):
         assert exc.value.code == 0
         text = capsys.readouterr().out
         assert "mass-normalized" in text and "radius" in text
+
+
+def test_jit_gives_the_same_log(tmp_path, ckpt, capsys):
+    plain, jit = tmp_path / "plain.tsv", tmp_path / "jit.tsv"
+    args = ["certify", ckpt, "--dataset", "digits", "--skip", "5", "--max", "6"] + FAST
+    assert main(args + ["--out", str(plain)]) == 0
+    assert main(args + ["--out", str(jit), "--jit"]) == 0
+    assert "TorchScript-optimized model (identical predictions" in capsys.readouterr().err
+    assert _no_time(read_log(jit)[1]) == _no_time(read_log(plain)[1])
+
+
+def test_optimize_for_inference_falls_back_when_predictions_differ():
+    from wsmooth_ext.inference import optimize_for_inference
+
+    class Flaky(torch.nn.Module):  # traced with one branch, run with another: the traced copy disagrees
+        def forward(self, x):
+            scores = torch.zeros(x.shape[0], 2)
+            scores[:, 1 if x.shape[0] == 2 else 0] = 1.0
+            return scores
+
+    model = Flaky()
+    with pytest.warns(RuntimeWarning, match="disagrees"):
+        chosen, note = optimize_for_inference(model, torch.rand(5, 1, 4, 4))
+    assert chosen is model and "disagreed" in note

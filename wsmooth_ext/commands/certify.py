@@ -52,6 +52,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted --out log")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--jit", action="store_true",
+                        help="count votes with a traced, frozen TorchScript copy of the model (about 2x faster on "
+                             "CPU), used only if it predicts exactly like the model on 2,000 noisy check samples")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +131,15 @@ def prepare(args: argparse.Namespace, certificate: str | None = None):
     if expected is not None and list(images.shape[1:]) != list(expected):
         raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects {expected}")
     indices = list(range(0, images.shape[0], args.skip))[:args.max]
-    return smooth, images.to(device), labels, indices, notes
+    images = images.to(device)
+    if args.jit and indices:
+        from ..inference import optimize_for_inference
+
+        check = indices[:4]  # noisy samples of the first images, from sample indices no run uses ([2**32 - 500, 2**32))
+        noisy = smooth._noisy(images[check], 500, 2 ** 32 - 500, torch.tensor(check, dtype=torch.int64))
+        smooth.base_classifier, chosen = optimize_for_inference(smooth.base_classifier, noisy)
+        notes.append(f"note: --jit: {chosen}")
+    return smooth, images, labels, indices, notes
 
 
 def _run_logged(args, fn, out_path, **kwargs):
