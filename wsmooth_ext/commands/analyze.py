@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "summarize certify/predict/attack logs: accuracy, abstain %, median certified radius, curves (PNG)"
+HELP = "summarize certify/predict/attack logs: accuracy, abstention rate, median certified radius, curves (PNG)"
 
 EPILOG = """\
 For each certify log: accuracy (abstain %), median certified radius (the largest radius at which at least
