@@ -62,7 +62,22 @@ inline at::Tensor finish_backward(const at::Tensor& grad, const at::Tensor& x, i
   return grad_x;
 }
 
-inline void check_backward_args(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples) {
+inline void check_backward_args(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples, double sigma,
+                                int64_t noise, int64_t sample_offset, const at::Tensor& keys) {
+  // The same argument checks as the forward (the backward reads keys[b] on the device), without the pass
+  // over x's values, then grad's shape.
+  TORCH_CHECK(x.dim() == 4 && x.size(2) >= 2 && x.size(3) >= 2,
+              "wsmooth_ext.flow_noise_backward: x must be 4-D with H, W >= 2, got ", x.sizes());
+  TORCH_CHECK(num_samples >= 1 && sample_offset >= 0 && sample_offset + num_samples <= (int64_t(1) << 32),
+              "wsmooth_ext.flow_noise_backward: need num_samples >= 1 and 0 <= sample_offset, sample_offset + "
+              "num_samples <= 2^32, got ", sample_offset, " + ", num_samples);
+  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "wsmooth_ext.flow_noise_backward: sigma must be finite and > 0");
+  TORCH_CHECK(noise == kLaplace || noise == kUniform,
+              "wsmooth_ext.flow_noise_backward: noise must be 0 (laplace) or 1 (uniform), got ", noise);
+  TORCH_CHECK(keys.dim() == 1 && keys.size(0) == x.size(0) && keys.scalar_type() == at::kLong &&
+                  keys.device() == x.device(),
+              "wsmooth_ext.flow_noise_backward: keys must be int64 [B] on x's device, got ", keys.sizes(), " ",
+              keys.scalar_type(), " on ", keys.device());
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) * num_samples && grad.size(1) == x.size(1) &&
                   grad.size(2) == x.size(2) && grad.size(3) == x.size(3),
               "wsmooth_ext.flow_noise_backward: grad must be [B*num_samples, C, H, W], got ", grad.sizes());

@@ -383,3 +383,20 @@ def test_cpu_simd_and_portable_paths_agree(monkeypatch, pixel):
     monkeypatch.setenv("WSMOOTH_CPU_PORTABLE", "1")
     portable = op(x, 20, 0.05, seed=9)
     torch.testing.assert_close(default, portable, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
+@pytest.mark.parametrize("change,match", [
+    (dict(keys=torch.tensor([0])), "keys"),
+    (dict(keys=torch.tensor([0.0, 1.0])), "keys"),
+    (dict(noise=7), "noise"),
+    (dict(sample_offset=-5), "sample_offset"),
+    (dict(sigma=0.0), "sigma"),
+    (dict(grad=torch.rand(5, 1, 4, 5)), "grad"),
+])
+def test_raw_backward_checks_its_arguments(change, match):
+    args = dict(grad=torch.rand(6, 1, 4, 5), x=torch.rand(2, 1, 4, 5), num_samples=3, sigma=0.1, noise=0, seed=0,
+                sample_offset=0, keys=torch.tensor([0, 1]), normalize=True, pixel=False)
+    args.update(change)
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.wsmooth_ext.flow_noise_backward(*args.values())

@@ -334,7 +334,7 @@ at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double si
 at::Tensor flow_noise_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t num_samples,
                                    double sigma, int64_t noise, int64_t seed, int64_t sample_offset,
                                    const at::Tensor& keys_in, bool normalize, bool pixel) {
-  check_backward_args(grad_in, x_in, num_samples);
+  check_backward_args(grad_in, x_in, num_samples, sigma, noise, sample_offset, keys_in);
   const auto grad = grad_in.contiguous();
   const auto keys = keys_in.contiguous();
   at::Tensor dots;

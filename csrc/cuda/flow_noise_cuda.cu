@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kThreads) flow_forward_kernel(
     const scalar_t* __restrict__ x, const int64_t* __restrict__ keys, const double* __restrict__ factor,
     scalar_t* __restrict__ out, int64_t C, int64_t H, int64_t W, int64_t num_samples, int64_t sample_offset,
     uint64_t seed, int64_t kind, int64_t band_rows, int64_t bands) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   // sv holds vertical-edge rows r0-1 .. r0+T-1 (slot 0 unused when r0 = 0); sh holds horizontal rows of the band.
   scalar_t* sv = reinterpret_cast<scalar_t*>(smem_raw);
   scalar_t* sh = sv + (band_rows + 1) * W;
@@ -198,7 +198,7 @@ at::Tensor flow_noise_cuda(const at::Tensor& x_in, int64_t num_samples, double s
 at::Tensor flow_noise_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t num_samples,
                                     double sigma, int64_t noise, int64_t seed, int64_t sample_offset,
                                     const at::Tensor& keys_in, bool normalize, bool pixel) {
-  check_backward_args(grad_in, x_in, num_samples);
+  check_backward_args(grad_in, x_in, num_samples, sigma, noise, sample_offset, keys_in);
   const c10::cuda::CUDAGuard device_guard(grad_in.device());
   const auto grad = grad_in.contiguous();
   const auto keys = keys_in.contiguous();
