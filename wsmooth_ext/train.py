@@ -6,6 +6,15 @@ epoch e uses sample index e of a seed derived from ``seed``, so the noise — li
 a generator seeded by (seed, epoch) — is a pure function of (seed, epoch, index). That is what makes a
 resumed run equal an uninterrupted one: nothing random is carried between epochs except model and optimizer
 state, and both are checkpointed after every epoch.
+
+Under torchrun (``dist_ctx`` with world_size K > 1) the model is wrapped in DistributedDataParallel and every
+global batch of ``batch_size`` examples — the same examples, in the same order, as in a single-process run —
+is split across the ranks: rank r takes positions r, r+K, r+2K, ... of it. Each rank's loss is its examples'
+summed loss times K / (global batch size), so DDP's average over ranks is exactly the gradient of the global
+batch's mean loss, even when the slices differ in size (last batch) or one is empty. Noise and augmentation
+are drawn per dataset index / per position of the global batch, so every example gets the draw it would get
+in a single process: the run equals single-process training up to float summation order (models with
+BatchNorm excepted: their batch statistics are per rank). Rank 0 alone prints and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import NOISES, load_training_state, save_checkpoint
+from .distributed import DistContext, init_process_group
 from .ops import flow_noise, pixel_noise
 from .progress import progress_bar
 
@@ -68,9 +78,22 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = AUGMEN
     """The paper's CIFAR-10 augmentation: a random crop of the image zero-padded by ``pad`` pixels (a shift
     by −pad..pad pixels each way) and a horizontal flip with probability 1/2, drawn per image from
     ``generator`` (on the CPU, so a given generator state gives the same batch on any device)."""
-    b, _, h, w = x.shape
+    shifts, flips = _draw_augmentation(len(x), generator, pad)
+    return _apply_augmentation(x, shifts, flips, pad)
+
+
+def _draw_augmentation(b: int, generator: torch.Generator, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # separate from applying them: under DDP every rank draws for the whole global batch (so the generator
+    # advances as in a single process) and applies the draws of its own rows only
     shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator)
     flips = torch.rand(b, generator=generator) < 0.5
+    return shifts, flips
+
+
+def _apply_augmentation(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    if len(x) == 0:  # a rank's empty share of a short last batch (torch.stack refuses an empty list)
+        return x
+    _, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
     return torch.where(flips.to(x.device)[:, None, None, None], out.flip(-1), out)
@@ -85,20 +108,31 @@ def _device_of(model: nn.Module) -> torch.device:
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, noise: str = "none",
              sigma: float = 0.0, seed: int = 0, sample_offset: int = 0, batch_size: int = 1000) -> float:
     """Accuracy (fraction) of ``model`` on ``images``, clean or with one noise draw per image (keys = indices)."""
+    correct = _count_correct(model, images, labels, torch.arange(len(images)), noise=noise, sigma=sigma,
+                             seed=seed, sample_offset=sample_offset, batch_size=batch_size)
+    return correct / max(len(images), 1)
+
+
+@torch.no_grad()
+def _count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, *,
+                   noise: str = "none", sigma: float = 0.0, seed: int = 0, sample_offset: int = 0,
+                   batch_size: int = 1000) -> int:
+    """Number of ``indices`` that ``model`` classifies correctly (noise keyed by dataset index, so an image's
+    draw does not depend on which rank evaluates it)."""
     was_training = model.training
     model.eval()
     device = _device_of(model)
     correct = 0
-    for start in range(0, len(images), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(images)))
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start:start + batch_size]
         x = add_noise(images[idx].to(device), noise, sigma, seed=seed, keys=idx, sample_offset=sample_offset)
         correct += int((model(x).argmax(1).cpu() == labels[idx]).sum())
     model.train(was_training)
-    return correct / max(len(images), 1)
+    return correct
 
 
 def _check_args(model, images, labels, noise, sigma, epochs, lr, batch_size, seed, momentum, weight_decay,
-                test_images, test_labels, optimizer, checkpoint_path, resume):
+                test_images, test_labels, optimizer, checkpoint_path, resume, dist_ctx):
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
@@ -126,6 +160,13 @@ def _check_args(model, images, labels, noise, sigma, epochs, lr, batch_size, see
                          f"not match train_images {tuple(images.shape)}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path")
+    if dist_ctx is not None:
+        if not isinstance(dist_ctx, DistContext):
+            raise ValueError(f"dist_ctx must be a wsmooth_ext.distributed.DistContext, got {type(dist_ctx).__name__}")
+        if dist_ctx.enabled and batch_size < dist_ctx.world_size:
+            # every global batch would leave a process without a single example: surely a mistake
+            raise ValueError(f"batch_size {batch_size} is smaller than the number of processes "
+                             f"{dist_ctx.world_size}; each process needs at least one example of each batch")
 
 
 def _make_optimizer(name, params, lr, momentum, weight_decay):
@@ -139,7 +180,8 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
           momentum: float = 0.9, weight_decay: float = 5e-4, test_images: torch.Tensor | None = None,
           test_labels: torch.Tensor | None = None, checkpoint_path: str | Path | None = None,
           resume: bool = False, progress: bool = True, optimizer: str = "sgd", augment: bool = False,
-          metadata: dict | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+          metadata: dict | None = None, log: Callable[[str], None] | None = None,
+          dist_ctx: DistContext | None = None) -> list[dict]:
     """Train ``model`` in place under ``noise`` of std ``sigma``; return the per-epoch history.
 
     Defaults are the paper's optimizer: SGD, lr 0.001, momentum 0.9, weight decay 5e-4, batches of 128
@@ -151,25 +193,58 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     result equals an uninterrupted run. ``metadata`` (e.g. ``{"dataset": "mnist5k"}``) goes into the
     checkpoint. History rows: epoch (1-based), loss, train_noisy_acc, test_clean_acc, test_noisy_acc
     (None without a test set), seconds.
+
+    ``dist_ctx`` (from :func:`wsmooth_ext.distributed.context_from_env`, under torchrun): data-parallel
+    training with DistributedDataParallel; every rank calls ``train`` with the same arguments and the same
+    initial weights. It joins the process group (gloo on CPU, NCCL on GPU) unless the caller already has;
+    leaving it is the caller's job. Each global batch is split across the ranks (see the module docstring),
+    the test accuracies are computed on ``indices[rank::K]`` per rank and summed, only rank 0 logs and writes
+    the checkpoint (the others wait for it, so it is complete when ``train`` returns anywhere), and with
+    ``resume`` every rank reads the same checkpoint (on multi-node runs it must be on a shared file system).
     """
     _check_args(model, train_images, train_labels, noise, sigma, epochs, lr, batch_size, seed, momentum,
-                weight_decay, test_images, test_labels, optimizer, checkpoint_path, resume)
+                weight_decay, test_images, test_labels, optimizer, checkpoint_path, resume, dist_ctx)
+    ctx = dist_ctx or DistContext()
     log = log or (lambda line: print(line, flush=True))
+    if not ctx.is_main:  # one copy of every line, from rank 0
+        log, progress = (lambda line: None), False
     sigma = float(sigma) if noise != "none" else 0.0
     train_args = {"noise": noise, "sigma": sigma, "epochs": epochs, "lr": float(lr), "batch_size": batch_size,
                   "seed": seed, "momentum": float(momentum), "weight_decay": float(weight_decay),
-                  "optimizer": optimizer, "train_size": len(train_images), "augment": bool(augment)}
+                  "optimizer": optimizer, "train_size": len(train_images), "augment": bool(augment),
+                  # recorded, not fixed: a run may be resumed with another number of processes
+                  "world_size": ctx.world_size}
     device = _device_of(model)
+    if ctx.enabled:
+        _join_group(ctx, device)
     opt = _make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
     history: list[dict] = []
-    start_epoch = 0
-    if resume and Path(checkpoint_path).exists():
+    start_epoch, found = 0, False
+    if ctx.enabled:
+        error = None
+        try:
+            found = bool(resume and Path(checkpoint_path).exists())
+            if found:
+                start_epoch, history = _resume(model, opt, checkpoint_path, train_args, device)
+        except Exception as exc:  # noqa: BLE001 - re-raised by _agree once the peers know
+            error = exc
+        # every rank must continue from the same epoch: a rank that cannot see the checkpoint (no shared
+        # file system) or fails to read it stops all of them instead of leaving them waiting
+        _agree(ctx, device, error, start_epoch, f"the processes found different checkpoints at {checkpoint_path} "
+               "(is it on a file system all nodes share?)")
+    elif resume and Path(checkpoint_path).exists():
         start_epoch, history = _resume(model, opt, checkpoint_path, train_args, device)
+        found = True
+    if resume and found:
         log(f"resuming from {checkpoint_path} after epoch {start_epoch}")
+    # DDP broadcasts rank 0's weights at construction (equal anyway: same seed, same checkpoint) and averages
+    # gradients in backward; evaluation and checkpoints use the bare model
+    net = _wrap_ddp(model, device) if ctx.enabled else model
 
     noise_seed = derive_seed(seed, _STREAM_TRAIN_NOISE)
     eval_seed = derive_seed(seed, _STREAM_EVAL_NOISE)
     n = len(train_images)
+    test_shard = torch.arange(len(test_images))[ctx.rank::ctx.world_size] if test_images is not None else None
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         model.train()
@@ -179,36 +254,113 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
         batches = progress_bar(range(0, n, batch_size), total=(n + batch_size - 1) // batch_size,
                                desc=f"epoch {epoch + 1}/{epochs}", enabled=progress, unit="batch")
         for start in batches:
-            idx = order[start:start + batch_size]
+            batch = order[start:start + batch_size]  # the global batch, as in a single process
+            mine = slice(ctx.rank, None, ctx.world_size)  # this rank's positions in it (all of it if K = 1)
+            idx = batch[mine]
             x = train_images[idx].to(device)
             y = train_labels[idx].to(device)
             if augment:
-                x = augment_batch(x, augment_rng)
-            # keys = dataset indices, sample = epoch: a fresh, independent draw per example and epoch
+                shifts, flips = _draw_augmentation(len(batch), augment_rng, AUGMENT_PAD)
+                x = _apply_augmentation(x, shifts[mine], flips[mine], AUGMENT_PAD)
+            # keys = dataset indices, sample = epoch: a fresh, independent draw per example and epoch, the
+            # same whichever rank the example lands on, so sharding cannot correlate the noise
             x = add_noise(x, noise, sigma, seed=noise_seed, keys=idx, sample_offset=epoch)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            logits = net(x)
+            if ctx.enabled:
+                # DDP divides the summed gradients by K: scaling by K / |global batch| turns that into the
+                # gradient of the global batch's mean loss, whatever the sizes of the ranks' slices
+                summed = F.cross_entropy(logits, y, reduction="sum")
+                loss = summed * (ctx.world_size / len(batch))
+                batch_loss = float(summed.detach())
+            else:
+                loss = F.cross_entropy(logits, y)
+                batch_loss = float(loss.detach()) * len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
+            loss_sum += batch_loss
             correct += int((logits.argmax(1) == y).sum())
+        if ctx.enabled:
+            loss_sum, correct = _sum_over_ranks(device, loss_sum, correct)
         row = {"epoch": epoch + 1, "loss": loss_sum / n, "train_noisy_acc": correct / n,
                "test_clean_acc": None, "test_noisy_acc": None}
         if test_images is not None:
-            row["test_clean_acc"] = evaluate(model, test_images, test_labels)
-            row["test_noisy_acc"] = evaluate(model, test_images, test_labels, noise=noise, sigma=sigma,
-                                             seed=eval_seed)
+            if ctx.enabled:  # each rank evaluates its share of the test set; the counts are summed
+                counts = (_count_correct(model, test_images, test_labels, test_shard),
+                          _count_correct(model, test_images, test_labels, test_shard, noise=noise, sigma=sigma,
+                                         seed=eval_seed))
+                clean, noisy = _sum_over_ranks(device, *counts)
+                row["test_clean_acc"] = clean / max(len(test_images), 1)
+                row["test_noisy_acc"] = noisy / max(len(test_images), 1)
+            else:
+                row["test_clean_acc"] = evaluate(model, test_images, test_labels)
+                row["test_noisy_acc"] = evaluate(model, test_images, test_labels, noise=noise, sigma=sigma,
+                                                 seed=eval_seed)
         row["seconds"] = time.perf_counter() - started
         history.append(row)
         log(_format_row(row, epochs, noise))
         if checkpoint_path is not None:
             meta = dict(metadata or {})
             meta.update(noise=noise, sigma=sigma, train_args=train_args)
-            save_checkpoint(checkpoint_path, model, meta,
-                            training_state={"epoch": epoch + 1, "optimizer": opt.state_dict(), "history": history})
+            state = {"epoch": epoch + 1, "optimizer": opt.state_dict(), "history": history}
+            if not ctx.enabled:
+                save_checkpoint(checkpoint_path, model, meta, training_state=state)
+            else:
+                error = None
+                if ctx.is_main:  # the weights and optimizer states are equal on every rank: one writer
+                    try:
+                        save_checkpoint(checkpoint_path, model, meta, training_state=state)
+                    except Exception as exc:  # noqa: BLE001 - re-raised by _agree once the peers know
+                        error = exc
+                # a barrier that also carries the outcome: the checkpoint is complete before any rank goes
+                # on, and a failed write stops every rank instead of leaving them waiting
+                _agree(ctx, device, error, epoch + 1, "the processes are at different epochs")
     model.eval()
     return history
+
+
+def _join_group(ctx: DistContext, device: torch.device) -> None:
+    init_process_group(ctx, device)  # no-op if the caller has joined already
+    group_rank, group_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if (group_rank, group_size) != (ctx.rank, ctx.world_size):
+        raise ValueError(f"dist_ctx says rank {ctx.rank} of {ctx.world_size}, the process group rank "
+                         f"{group_rank} of {group_size}")
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        return DistributedDataParallel(model, device_ids=[device.index if device.index is not None
+                                                          else torch.cuda.current_device()])
+    return DistributedDataParallel(model)
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    # NCCL reduces CUDA tensors only, gloo CPU tensors
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
+def _sum_over_ranks(device: torch.device, *values: float) -> list[float]:
+    """The sums over all ranks of ``values`` (float64: exact for counts, and the loss is only reported)."""
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device(device))
+    torch.distributed.all_reduce(t)
+    out = t.tolist()
+    return [int(v) if isinstance(x, int) else v for v, x in zip(out, values)]
+
+
+def _agree(ctx: DistContext, device: torch.device, error: Exception | None, value: int, mismatch: str) -> None:
+    """Every rank reports whether its step succeeded and its ``value``; all raise if any failed or the values
+    differ (a rank's own error is raised as is, the others say a peer failed)."""
+    t = torch.tensor([0 if error else 1, value, -value], dtype=torch.int64, device=_collective_device(device))
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    ok, low, high = int(t[0]), int(t[1]), -int(t[2])
+    if error is not None:
+        raise error
+    if not ok:
+        raise RuntimeError("another process failed (its error is in its output); stopping")
+    if low != high:
+        raise RuntimeError(f"{mismatch}: from {low} to {high}")
 
 
 def _format_row(row: dict, epochs: int, noise: str) -> str:
