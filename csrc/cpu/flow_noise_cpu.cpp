@@ -127,6 +127,8 @@ WS_MULTIVERSION void generate_portable_f64(const Stream& s, int64_t kind, int64_
 }
 
 #if WS_AVX512_PATH
+// generate_portable with the AVX-512 Philox. Not shared through a template parameter on purpose: an
+// always_inline AVX-512 function can only be inlined into a function that itself carries the AVX-512 target.
 template <typename scalar_t>
 WS_AVX512_TARGET void generate_avx512(const Stream& s, int64_t kind, int64_t draws, scalar_t* __restrict buf) {
   const int64_t batches = scratch_size(draws) / kDrawsPerBatch;

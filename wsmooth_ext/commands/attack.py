@@ -44,16 +44,10 @@ SETTINGS = ("mode", "noise", "sigma", "n_grad", "n_test", "alpha", "seed", "p", 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..attacks import NORMS
     from ..certificates import NOISES
-    from ..data import DATASETS
-    from ..models import ARCHS
+    from .certify import add_model_and_data_arguments
 
     parser.epilog = EPILOG
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (wsmooth_ext or reference format)")
-    parser.add_argument("--arch", choices=sorted(ARCHS), default=None,
-                        help="architecture (needed only if the checkpoint does not record it)")
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset to attack")
-    parser.add_argument("--data-dir", default=None, help="directory of the mnist/cifar10 files")
-    parser.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
+    add_model_and_data_arguments(parser, "dataset to attack")
     parser.add_argument("--skip", type=int, default=1, help="use every skip-th image (default 1)")
     parser.add_argument("--max", type=int, default=None, metavar="M", help="at most M images (default all)")
     g = parser.add_argument_group("smoothed classifier")

@@ -25,18 +25,24 @@ example:  wsmooth certify model.pt --dataset mnist5k --n0 100 --n 1000 --max 100
 """
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by certify and predict."""
-    from ..certificates import NOISES
+def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_help: str) -> None:
+    """CHECKPOINT, --arch and the dataset selection: shared by certify, predict and attack."""
     from ..data import DATASETS
     from ..models import ARCHS
 
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (wsmooth_ext or reference format)")
     parser.add_argument("--arch", choices=sorted(ARCHS), default=None,
                         help="architecture (needed only if the checkpoint does not record it)")
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset to evaluate on")
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help=dataset_help)
     parser.add_argument("--data-dir", default=None, help="directory of the mnist/cifar10 files")
     parser.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by certify and predict."""
+    from ..certificates import NOISES
+
+    add_model_and_data_arguments(parser, "dataset to evaluate on")
     parser.add_argument("--noise", default=None, choices=NOISES,
                         help="smoothing noise (default: the checkpoint's training noise)")
     parser.add_argument("--sigma", type=float, default=None,
