@@ -11,27 +11,30 @@
 
 namespace wsmooth {
 
+// The scalar arguments, x's shape and dtype, and keys: checked the same way by the forward and the backward
+// (the backward reads keys[b] on the device too). `op` names the op in the message.
+inline void check_op_args(const char* op, const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
+                          int64_t sample_offset, const at::Tensor& keys) {
+  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D [B, C, H, W], got ", x.dim(), " dims");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              op, ": x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, op, ": x must have H >= 2 and W >= 2, got ", x.sizes());
+  TORCH_CHECK(num_samples >= 1, op, ": num_samples must be >= 1, got ", num_samples);
+  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, op, ": sigma must be finite and > 0, got ", sigma);
+  TORCH_CHECK(noise == kLaplace || noise == kUniform, op, ": noise must be 0 (laplace) or 1 (uniform), got ",
+              noise);
+  TORCH_CHECK(sample_offset >= 0 && sample_offset + num_samples <= (int64_t(1) << 32),
+              op, ": need 0 <= sample_offset and sample_offset + num_samples <= 2^32, got ", sample_offset, " + ",
+              num_samples);
+  TORCH_CHECK(keys.dim() == 1 && keys.size(0) == x.size(0) && keys.scalar_type() == at::kLong,
+              op, ": keys must be int64 [B] with B = ", x.size(0), ", got ", keys.sizes(), " ", keys.scalar_type());
+  TORCH_CHECK(keys.device() == x.device(), op, ": keys must be on x's device");
+  TORCH_CHECK(x.size(0) * num_samples <= (int64_t(1) << 31) - 1, op, ": B * num_samples must be < 2^31 rows");
+}
+
 inline void check_noise_args(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
                              int64_t sample_offset, const at::Tensor& keys) {
-  TORCH_CHECK(x.dim() == 4, "wsmooth_ext.flow_noise: x must be 4-D [B, C, H, W], got ", x.dim(), " dims");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "wsmooth_ext.flow_noise: x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "wsmooth_ext.flow_noise: x must have H >= 2 and W >= 2, got ",
-              x.sizes());
-  TORCH_CHECK(num_samples >= 1, "wsmooth_ext.flow_noise: num_samples must be >= 1, got ", num_samples);
-  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "wsmooth_ext.flow_noise: sigma must be finite and > 0, got ",
-              sigma);
-  TORCH_CHECK(noise == kLaplace || noise == kUniform,
-              "wsmooth_ext.flow_noise: noise must be 0 (laplace) or 1 (uniform), got ", noise);
-  TORCH_CHECK(sample_offset >= 0 && sample_offset + num_samples <= (int64_t(1) << 32),
-              "wsmooth_ext.flow_noise: need 0 <= sample_offset and sample_offset + num_samples <= 2^32, got ",
-              sample_offset, " + ", num_samples);
-  TORCH_CHECK(keys.dim() == 1 && keys.size(0) == x.size(0) && keys.scalar_type() == at::kLong,
-              "wsmooth_ext.flow_noise: keys must be int64 [B] with B = ", x.size(0), ", got ", keys.sizes(),
-              " ", keys.scalar_type());
-  TORCH_CHECK(keys.device() == x.device(), "wsmooth_ext.flow_noise: keys must be on x's device");
-  TORCH_CHECK(x.size(0) * num_samples <= (int64_t(1) << 31) - 1,
-              "wsmooth_ext.flow_noise: B * num_samples must be < 2^31 rows");
+  check_op_args("wsmooth_ext.flow_noise", x, num_samples, sigma, noise, sample_offset, keys);
   if (x.numel() > 0) {
     // One cheap pass over x (the output is num_samples times larger).
     TORCH_CHECK(at::isfinite(x).all().item<bool>(), "wsmooth_ext.flow_noise: x must be finite");
@@ -64,20 +67,7 @@ inline at::Tensor finish_backward(const at::Tensor& grad, const at::Tensor& x, i
 
 inline void check_backward_args(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples, double sigma,
                                 int64_t noise, int64_t sample_offset, const at::Tensor& keys) {
-  // The same argument checks as the forward (the backward reads keys[b] on the device), without the pass
-  // over x's values, then grad's shape.
-  TORCH_CHECK(x.dim() == 4 && x.size(2) >= 2 && x.size(3) >= 2,
-              "wsmooth_ext.flow_noise_backward: x must be 4-D with H, W >= 2, got ", x.sizes());
-  TORCH_CHECK(num_samples >= 1 && sample_offset >= 0 && sample_offset + num_samples <= (int64_t(1) << 32),
-              "wsmooth_ext.flow_noise_backward: need num_samples >= 1 and 0 <= sample_offset, sample_offset + "
-              "num_samples <= 2^32, got ", sample_offset, " + ", num_samples);
-  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "wsmooth_ext.flow_noise_backward: sigma must be finite and > 0");
-  TORCH_CHECK(noise == kLaplace || noise == kUniform,
-              "wsmooth_ext.flow_noise_backward: noise must be 0 (laplace) or 1 (uniform), got ", noise);
-  TORCH_CHECK(keys.dim() == 1 && keys.size(0) == x.size(0) && keys.scalar_type() == at::kLong &&
-                  keys.device() == x.device(),
-              "wsmooth_ext.flow_noise_backward: keys must be int64 [B] on x's device, got ", keys.sizes(), " ",
-              keys.scalar_type(), " on ", keys.device());
+  check_op_args("wsmooth_ext.flow_noise_backward", x, num_samples, sigma, noise, sample_offset, keys);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) * num_samples && grad.size(1) == x.size(1) &&
                   grad.size(2) == x.size(2) && grad.size(3) == x.size(3),
               "wsmooth_ext.flow_noise_backward: grad must be [B*num_samples, C, H, W], got ", grad.sizes());

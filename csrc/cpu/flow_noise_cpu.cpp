@@ -236,68 +236,47 @@ struct Geometry {
   bool pixel;
 };
 
-// The multiversioned entry points: everything they call is inlined into each clone, so each instruction set
-// gets its own vectorized copy of the Philox rounds, the log and the stencil.
-WS_MULTIVERSION void forward_rows_f32(const Geometry& geo, GenerateFn<float> generate, int64_t begin,
-                                      int64_t end, const float* x, const int64_t* keys, const double* factor,
-                                      float* scratch, float* row_tmp, float* out) {
+template <typename scalar_t>
+WS_INLINE void forward_rows_impl(const Geometry& geo, GenerateFn<scalar_t> generate, int64_t begin, int64_t end,
+                                 const scalar_t* x, const int64_t* keys, const double* factor, scalar_t* scratch,
+                                 scalar_t* row_tmp, scalar_t* out) {
   const int64_t chw = geo.C * geo.H * geo.W;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
     generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
-    apply_sample<float>(x + b * chw, scratch, static_cast<float>(factor[b]), geo.C, geo.H, geo.W, geo.pixel,
-                        row_tmp, out + row * chw);
+    apply_sample<scalar_t>(x + b * chw, scratch, static_cast<scalar_t>(factor[b]), geo.C, geo.H, geo.W, geo.pixel,
+                           row_tmp, out + row * chw);
   }
 }
 
-WS_MULTIVERSION void forward_rows_f64(const Geometry& geo, GenerateFn<double> generate, int64_t begin,
-                                      int64_t end, const double* x, const int64_t* keys, const double* factor,
-                                      double* scratch, double* row_tmp, double* out) {
+template <typename scalar_t>
+WS_INLINE void dot_rows_impl(const Geometry& geo, GenerateFn<scalar_t> generate, int64_t begin, int64_t end,
+                             const scalar_t* grad, const int64_t* keys, scalar_t* scratch, double* dots) {
   const int64_t chw = geo.C * geo.H * geo.W;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
     generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
-    apply_sample<double>(x + b * chw, scratch, factor[b], geo.C, geo.H, geo.W, geo.pixel, row_tmp,
-                         out + row * chw);
+    dots[row] = dot_sample<scalar_t>(grad + row * chw, scratch, geo.C, geo.H, geo.W, geo.pixel);
   }
 }
 
-WS_MULTIVERSION void dot_rows_f32(const Geometry& geo, GenerateFn<float> generate, int64_t begin, int64_t end,
-                                  const float* grad, const int64_t* keys, float* scratch, double* dots) {
-  const int64_t chw = geo.C * geo.H * geo.W;
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
-    generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
-    dots[row] = dot_sample<float>(grad + row * chw, scratch, geo.C, geo.H, geo.W, geo.pixel);
-  }
+// The multiversioned entry points (target_clones needs plain functions, hence one per dtype): the templates
+// above are inlined into each clone, so each instruction set gets its own vectorized stencil.
+WS_MULTIVERSION void forward_rows(const Geometry& g, int64_t b, int64_t e, const float* x, const int64_t* k,
+                                  const double* f, float* s, float* t, float* o) {
+  forward_rows_impl<float>(g, pick_generator<float>(), b, e, x, k, f, s, t, o);
 }
-
-WS_MULTIVERSION void dot_rows_f64(const Geometry& geo, GenerateFn<double> generate, int64_t begin,
-                                  int64_t end, const double* grad, const int64_t* keys, double* scratch,
-                                  double* dots) {
-  const int64_t chw = geo.C * geo.H * geo.W;
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
-    generate(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws, scratch);
-    dots[row] = dot_sample<double>(grad + row * chw, scratch, geo.C, geo.H, geo.W, geo.pixel);
-  }
+WS_MULTIVERSION void forward_rows(const Geometry& g, int64_t b, int64_t e, const double* x, const int64_t* k,
+                                  const double* f, double* s, double* t, double* o) {
+  forward_rows_impl<double>(g, pick_generator<double>(), b, e, x, k, f, s, t, o);
 }
-
-inline void forward_rows(const Geometry& g, int64_t b, int64_t e, const float* x, const int64_t* k,
-                         const double* f, float* s, float* t, float* o) {
-  forward_rows_f32(g, pick_generator<float>(), b, e, x, k, f, s, t, o);
+WS_MULTIVERSION void dot_rows(const Geometry& g, int64_t b, int64_t e, const float* gr, const int64_t* k, float* s,
+                              double* d) {
+  dot_rows_impl<float>(g, pick_generator<float>(), b, e, gr, k, s, d);
 }
-inline void forward_rows(const Geometry& g, int64_t b, int64_t e, const double* x, const int64_t* k,
-                         const double* f, double* s, double* t, double* o) {
-  forward_rows_f64(g, pick_generator<double>(), b, e, x, k, f, s, t, o);
-}
-inline void dot_rows(const Geometry& g, int64_t b, int64_t e, const float* gr, const int64_t* k, float* s,
-                     double* d) {
-  dot_rows_f32(g, pick_generator<float>(), b, e, gr, k, s, d);
-}
-inline void dot_rows(const Geometry& g, int64_t b, int64_t e, const double* gr, const int64_t* k, double* s,
-                     double* d) {
-  dot_rows_f64(g, pick_generator<double>(), b, e, gr, k, s, d);
+WS_MULTIVERSION void dot_rows(const Geometry& g, int64_t b, int64_t e, const double* gr, const int64_t* k,
+                              double* s, double* d) {
+  dot_rows_impl<double>(g, pick_generator<double>(), b, e, gr, k, s, d);
 }
 
 Geometry make_geometry(const at::Tensor& x, int64_t num_samples, int64_t noise, int64_t seed,
