@@ -37,9 +37,12 @@ CERTIFY_COLUMNS = COHEN_CERTIFY_HEADER + ("radius_l1", "p_lower", "count_top", "
 PREDICT_COLUMNS = COHEN_PREDICT_HEADER + ("count_top", "count_second", "pvalue", "count_label") + PREDICT_SETTINGS
 
 
-def _fmt(value) -> str:
+def format_field(value) -> str:
+    """A value as a log field: '' for None, 0/1 for booleans, exact repr for floats."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(int(value))
     if isinstance(value, float):
         return repr(value)
     return str(value)
@@ -83,8 +86,11 @@ def _read(path: Path) -> tuple[list[str], list[dict], int]:
     return columns, rows, len(complete)
 
 
-def _open_log(path: Path, columns: tuple, settings: dict, labels: dict, resume: bool):
-    """Validate an existing log, then open it for appending. Returns (file, existing rows)."""
+def open_log(path: Path, columns: tuple, settings: dict, labels: dict, resume: bool):
+    """Validate an existing log, then open it for appending. Returns (file, existing rows).
+
+    Shared by every row-per-image log (certify, predict, attack): the rules of the module docstring.
+    """
     header = "\t".join(columns) + "\n"
     if path.is_dir():
         raise ValueError(f"out path {path} is a directory")
@@ -104,7 +110,7 @@ def _open_log(path: Path, columns: tuple, settings: dict, labels: dict, resume: 
                 raise ValueError(f"cannot resume {path}: its header {found} differs from this run's {list(columns)}")
             for row in existing:
                 for key, value in settings.items():
-                    if row[key] != _parse(_fmt(value)):
+                    if row[key] != _parse(format_field(value)):
                         raise ValueError(f"cannot resume {path}: it was written with {key}={row[key]!r}, this run "
                                          f"has {key}={value!r}")
                 if row["idx"] in labels and row["label"] != labels[row["idx"]]:
@@ -144,7 +150,7 @@ def _run_log(kind, smooth: Smooth, images, labels, indices, out_path, settings, 
     labels, indices = _check_inputs(images, labels, indices, smooth.num_classes)
     all_labels = labels.tolist()
     label_of = {i: int(all_labels[i]) for i in indices}
-    handle, existing = _open_log(Path(out_path), columns, settings, label_of, resume)
+    handle, existing = open_log(Path(out_path), columns, settings, label_of, resume)
     done = {row["idx"] for row in existing}
     todo = [i for i in indices if i not in done]
     rows = list(existing)
@@ -159,9 +165,9 @@ def _run_log(kind, smooth: Smooth, images, labels, indices, out_path, settings, 
             for i, result in zip(chunk, results):
                 row = {"idx": i, "label": label_of[i], **result, "time": round(seconds, 4), **settings}
                 row["correct"] = int(row["predict"] == row["label"])
-                handle.write(("\t".join(_fmt(row[c]) for c in columns) + "\n").encode())
+                handle.write(("\t".join(format_field(row[c]) for c in columns) + "\n").encode())
                 handle.flush()
-                rows.append({c: _parse(_fmt(row[c])) for c in columns})
+                rows.append({c: _parse(format_field(row[c])) for c in columns})
             bar.update(len(chunk))
     return rows
 

@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug: re-raise
         from .distributed import PeerFailedError
 
-        if not isinstance(exc, (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError,
-                                PeerFailedError)):
+        if not isinstance(exc, (UserError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+                                PermissionError, PeerFailedError)):
             raise
         print(f"wsmooth {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -107,16 +107,6 @@ def _check_numbers(args) -> None:
         raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
 def _load_target(args, device):
     """(attack target, num_classes, settings, notes, input_shape) from the checkpoint and the options."""
     from ..checkpoint import load_checkpoint
@@ -152,36 +142,6 @@ def _load_target(args, device):
     return target, num_classes, settings, notes, meta.get("input_shape")
 
 
-def _open_log(out: Path, columns, settings: dict, resume: bool):
-    """Validate an existing log for --resume; returns (handle, existing rows)."""
-    from ..certify_log import read_log
-    from ..cli import UserError
-
-    exists = out.exists() and out.stat().st_size > 0
-    existing = []
-    keep = 0
-    if exists:
-        data = out.read_bytes()
-        keep = data.rfind(b"\n") + 1  # a half-written last line is dropped and its image redone
-        found, existing = read_log(out)
-        if found and found != list(columns):
-            raise UserError(f"cannot resume {out}: its header differs from this run's columns")
-        for row in existing[:1]:
-            for key, value in settings.items():
-                if row.get(key) != (float(value) if isinstance(value, float) else value):
-                    raise UserError(f"cannot resume {out}: it was written with {key}={row.get(key)!r}, this run "
-                                    f"has {key}={value!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(out, "r+b" if exists else "wb")
-    handle.seek(keep)
-    handle.truncate()
-    if keep == 0:
-        handle.write(("\t".join(columns) + "\n").encode())
-        handle.flush()
-        existing = []
-    return handle, existing
-
-
 def _save_adv(path: Path, clean, adv, idx) -> None:
     import torch
 
@@ -209,12 +169,14 @@ def _attack_to_log(args, attack, images, labels, indices, out: Path, save_adv, c
     """Attack images[indices] and append a row per image to ``out`` (and their tensors to ``save_adv``)."""
     import torch
 
+    from ..certify_log import format_field, open_log
     from ..cli import UserError
     from ..progress import progress_bar
 
     if save_adv is not None and save_adv.exists() and not args.resume:
         raise UserError(f"{save_adv} already exists; pass --resume or remove it")
-    handle, existing = _open_log(out, columns, settings, args.resume)
+    label_of = {i: int(labels[i]) for i in indices}
+    handle, existing = open_log(out, columns, settings, label_of, args.resume)
     clean_saved, adv_saved, idx_saved = [], [], []
     if save_adv is not None and existing:
         if not save_adv.exists():
@@ -252,7 +214,7 @@ def _attack_to_log(args, attack, images, labels, indices, out: Path, save_adv, c
                        "time": round(seconds, 4), "adv_predict": int(result.adversarial_prediction[b]),
                        "w1_l1": w1_l1, "iterations": int(result.iterations[b]), "mass_change": mass_change,
                        "channel_gap": gap, **settings}
-                handle.write(("\t".join(_fmt(row[c]) for c in columns) + "\n").encode())
+                handle.write(("\t".join(format_field(row[c]) for c in columns) + "\n").encode())
             handle.flush()
             if save_adv is not None:
                 clean_saved.append(x.cpu())

@@ -149,12 +149,8 @@ def prepare(args: argparse.Namespace, certificate: str | None = None):
 
 
 def _run_logged(args, fn, out_path, **kwargs):
-    from ..cli import UserError
-
-    try:
-        return fn(**kwargs, out_path=out_path, resume=args.resume, progress=not args.no_progress)
-    except FileExistsError as exc:
-        raise UserError(str(exc)) from None
+    # An existing log without --resume raises FileExistsError, which the CLI reports as one line.
+    return fn(**kwargs, out_path=out_path, resume=args.resume, progress=not args.no_progress)
 
 
 def run_sharded(args, fn, device, indices, **kwargs) -> bool:

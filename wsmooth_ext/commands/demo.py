@@ -71,7 +71,7 @@ def derive_log(src: Path, dst: Path, certificate: str) -> None:
     comparison isolates the certificate. The file is rebuilt from scratch each time (it is cheap).
     """
     from ..certificates import certified_radius
-    from ..certify_log import _fmt, read_log
+    from ..certify_log import format_field, read_log
 
     columns, rows = read_log(src)
     lines = ["\t".join(columns)]
@@ -82,7 +82,7 @@ def derive_log(src: Path, dst: Path, certificate: str) -> None:
             row["radius_l1"] = certified_radius(float(row["p_lower"]), float(row["sigma"]), row["noise"],
                                                 certificate, ground="l1")
         row["certificate"] = certificate
-        lines.append("\t".join(_fmt(row[c]) for c in columns))
+        lines.append("\t".join(format_field(row[c]) for c in columns))
     tmp = dst.with_name(dst.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(dst)
