@@ -49,12 +49,16 @@ class _Base(nn.Module):
     """Common attributes: ``arch``, ``num_classes``, ``input_shape`` (C, H, W) and ``normalize``."""
 
     arch = ""
+    min_size = 1  # smallest image height/width the architecture accepts
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int], mean, std):
         super().__init__()
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
-        channels = input_shape[0]
+        channels, h, w = input_shape
+        if h < self.min_size or w < self.min_size:
+            raise ValueError(f"{self.arch} needs images of at least {self.min_size}x{self.min_size} pixels, got "
+                             f"input_shape {input_shape}")
         mean = [0.0] * channels if mean is None else list(mean)
         std = [1.0] * channels if std is None else list(std)
         if len(mean) != channels or len(std) != channels:
@@ -64,12 +68,11 @@ class _Base(nn.Module):
 
 class WongMNIST(_Base):
     arch = "wong_mnist"
+    min_size = 4
 
     def __init__(self, num_classes=10, input_shape=(1, 28, 28), mean=None, std=None):
         super().__init__(num_classes, input_shape, mean, std)
         c, h, w = input_shape
-        if h < 4 or w < 4:
-            raise ValueError(f"wong_mnist needs images of at least 4x4 pixels, got input_shape {input_shape}")
         # Conv(k=4, s=2, p=1) maps n -> floor(n/2); two of them -> floor(floor(n/2)/2).
         flat = 32 * (h // 2 // 2) * (w // 2 // 2)
         self.net = nn.Sequential(
@@ -126,12 +129,11 @@ class ResNet18(_Base):
 
 class CifarSmall(_Base):
     arch = "cifar_small"
+    min_size = 4
 
     def __init__(self, num_classes=10, input_shape=(3, 32, 32), mean=None, std=None):
         super().__init__(num_classes, input_shape, mean, std)
         c, h, w = input_shape
-        if h < 4 or w < 4:
-            raise ValueError(f"cifar_small needs images of at least 4x4 pixels, got input_shape {input_shape}")
         self.features = nn.Sequential(
             nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2),
