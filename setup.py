@@ -65,9 +65,24 @@ def _extensions():
     print(f"wsmooth_ext build: CUDA kernels {'ON' if use_cuda else 'OFF'} ({reason}); "
           f"TORCH_CUDA_ARCH_LIST={arch if use_cuda else 'n/a'}; OpenMP {'ON' if openmp else 'OFF (CPU kernel single-threaded)'}",
           flush=True)
-    return [ext_cls("wsmooth_ext._C", sources, extra_compile_args=extra, extra_link_args=omp,
+    return [ext_cls("wsmooth_ext._C", sources, extra_compile_args=extra, extra_link_args=omp + _shared_libstdcxx(),
                     define_macros=[("WSMOOTH_CUDA_VERSION", f'"{torch.version.cuda}"' if use_cuda else '""')],
                     py_limited_api=False)]
+
+
+def _shared_libstdcxx() -> list[str]:
+    """Link the C++ runtime as the shared libstdc++.so.6 that torch itself uses.
+
+    Some toolchains (seen: a GCC under /opt/gcc on a CUDA image) link libstdc++ statically by default. The
+    extension then carries a second copy of the C++ runtime beside torch's, and the first TORCH_CHECK that
+    formats a number (any bad argument to the raw op) crashes in that copy's uninitialized locale instead of
+    raising. Naming the shared library explicitly, ahead of the driver's implicit -lstdc++, makes the link
+    dynamic on every GNU toolchain; where it is not accepted (macOS, clang without libstdc++) nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    flag = "-l:libstdc++.so.6"
+    return [flag] if _compiler_accepts(flag) else []
 
 
 def _compiler_accepts(flag: str) -> bool:

@@ -141,8 +141,14 @@ def test_certify_throughput(record, impl, arch, device):
         eager = with_precision(model, "bf16") if impl.endswith("bf16") else model
         if impl != "ours-compiled-bf16":  # a compiled bf16 copy is its own classifier: nothing to equal
             for key in range(count):
-                assert smooth.certify(images[key], N0, N, ALPHA, BATCH, key=key) == reference_certify(
-                    eager, images[key], key, rng="philox")
+                ours = smooth.certify(images[key], N0, N, ALPHA, BATCH, key=key)
+                ref = reference_certify(eager, images[key], key, rng="philox")
+                if impl == "ours-bf16" and device == "cuda":
+                    # cuDNN picks its bf16 kernels by batch shape, and their roundings differ: a vote near a
+                    # tie can flip between our chunks and the reference's. Same class, radius within 1%.
+                    assert ours[0] == ref[0] and abs(ours[1] - ref[1]) <= 0.01 * max(ref[1], 1e-12), (ours, ref)
+                else:
+                    assert ours == ref
 
         def run():
             for key in range(count):

@@ -5,7 +5,12 @@ import torch
 RESULTS: dict[tuple[str, str], dict] = {}  # (case, impl) -> {"mean": s, "median": s, "bytes": n}
 FLOPS: dict[str, float] = {}  # case -> forward FLOPs of the base classifier per round (where it matters)
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+import os
+
+# WSMOOTH_BENCH_DEVICES=cuda (a comma list) limits a run to some devices, e.g. to skip the CPU cases on a GPU host.
+_AVAILABLE = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+_ASKED = [d for d in os.environ.get("WSMOOTH_BENCH_DEVICES", "").split(",") if d]
+DEVICES = [d for d in _AVAILABLE if not _ASKED or d in _ASKED]
 
 
 def sync(device: str) -> None:

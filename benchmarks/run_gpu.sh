@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 REPORT=benchmarks/gpu_report.md
 LOGS=$(mktemp -d)
-trap 'rm -rf "$LOGS"' EXIT
+# RUN_GPU_LOGS=DIR keeps every step's full log there; WSMOOTH_BENCH_DEVICES=cuda skips the CPU benchmark cases.
+trap '[ -n "${RUN_GPU_LOGS:-}" ] && mkdir -p "$RUN_GPU_LOGS" && cp "$LOGS"/*.log "$RUN_GPU_LOGS"/; rm -rf "$LOGS"' EXIT
 
 die() { echo "run_gpu.sh: $*" >&2; exit 1; }
 
@@ -55,7 +56,7 @@ NVCC_VERSION=$("$CUDA_HOME/bin/nvcc" --version | tail -n 2 | head -n 1)
 ARCH=${TORCH_CUDA_ARCH_LIST:-$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")}
 
 echo "== build: $PY, CUDA_HOME=$CUDA_HOME ($NVCC_VERSION), TORCH_CUDA_ARCH_LIST=$ARCH"
-FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH "$PY" setup.py build_ext --inplace > "$LOGS/build.log" 2>&1 \
+MAX_JOBS=${MAX_JOBS:-$(nproc)} FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH "$PY" setup.py build_ext --inplace > "$LOGS/build.log" 2>&1 \
   || { tail -n 40 "$LOGS/build.log"; die "build failed"; }
 grep "wsmooth_ext build" "$LOGS/build.log"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the in-place build, ahead of any installed copy
