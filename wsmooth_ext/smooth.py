@@ -23,6 +23,7 @@ classifiers (compiled, reduced precision): :mod:`wsmooth_ext.inference`.
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from dataclasses import asdict, dataclass
@@ -70,7 +71,8 @@ def check_vote_budget(name: str, total: int) -> None:
         raise ValueError(f"{name} must be <= 2**31 (the sample indices reserved for votes), got {total}")
 
 
-def _check_images(x, dims: int, name: str = "x") -> torch.Tensor:
+def _check_images(x, dims: int, name: str = "x", values: bool = True) -> torch.Tensor:
+    """x's type and shape, and (``values``) that its pixels are finite and non-negative."""
     shape = "[C, H, W]" if dims == 3 else "[B, C, H, W]"
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
@@ -78,11 +80,16 @@ def _check_images(x, dims: int, name: str = "x") -> torch.Tensor:
         raise ValueError(f"{name} must be {dims}-D {shape}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite: found NaN or inf pixels")
-    if x.numel() and bool((x < 0).any()):
-        raise ValueError(f"{name} must have non-negative pixels (images are mass distributions), "
-                         f"found min {float(x.min()):g}")
+    if values and x.numel():
+        # One pass and one host sync for both value checks (on a GPU every sync stalls the queue): NaN
+        # propagates into min and max, so the pixels are finite and non-negative exactly when 0 <= min and
+        # max < inf.
+        low, high = (float(v) for v in torch.stack(torch.aminmax(x)).tolist())
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"{name} must be finite: found NaN or inf pixels")
+        if low < 0:
+            raise ValueError(f"{name} must have non-negative pixels (images are mass distributions), "
+                             f"found min {low:g}")
     return x
 
 
@@ -174,6 +181,13 @@ class Smooth:
         keys = self._keys(x, keys)
         if sample_offset + num_samples > noises.SAMPLE_INDEX_LIMIT:
             raise ValueError(f"sample_offset + num_samples must be <= 2**32, got {sample_offset + num_samples}")
+        return self._votes(x, num_samples, batch_size, sample_offset, keys)
+
+    def _votes(self, x: torch.Tensor, num_samples: int, batch_size: int, sample_offset: int,
+               keys: torch.Tensor) -> torch.Tensor:
+        """count_classes on checked arguments. No host sync until the final copy of the counts: keys move to
+        the device once, and votes are added with index_add_ (CUDA's bincount reads its input's max first)."""
+        keys = keys.to(x.device)
         bsz, classes = x.shape[0], self.num_classes
         counts = torch.zeros(bsz * classes, dtype=torch.int64, device=x.device)
         with torch.inference_mode():
@@ -184,7 +198,8 @@ class Smooth:
                     preds = self._logits(self._noisy(x[start:stop], num_samples, sample_offset,
                                                      keys[start:stop])).argmax(dim=1)
                     image = torch.arange(start * classes, stop * classes, classes, device=x.device)
-                    counts += torch.bincount(image.repeat_interleave(num_samples) + preds, minlength=counts.numel())
+                    slots = image.repeat_interleave(num_samples) + preds
+                    counts.index_add_(0, slots, torch.ones_like(slots))
             else:
                 for b in range(bsz):
                     row = counts[b * classes:(b + 1) * classes]
@@ -192,7 +207,7 @@ class Smooth:
                         chunk = min(batch_size, num_samples - s)
                         preds = self._logits(self._noisy(x[b:b + 1], chunk, sample_offset + s,
                                                          keys[b:b + 1])).argmax(dim=1)
-                        row += torch.bincount(preds, minlength=classes)
+                        row.index_add_(0, preds, torch.ones_like(preds))
         return counts.reshape(bsz, classes).cpu()
 
     @staticmethod
@@ -233,7 +248,7 @@ class Smooth:
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = None, key: int = 0) -> int:
         """Cohen's ``predict`` for one image x [C, H, W]: the class, or ABSTAIN."""
-        x = _check_images(x, 3)
+        x = _check_images(x, 3, values=False)  # the batch call below checks the pixels
         return int(self.predict_batch(x.unsqueeze(0), n, alpha, batch_size, keys=[key])[0])
 
     # ----------------------------------------------------------------------------------------- certify
@@ -262,8 +277,9 @@ class Smooth:
             warnings.warn(f"n={n} is too small to ever certify at alpha={alpha}: every image will abstain "
                           f"(need n >= {statistics.min_samples_to_certify(alpha)})", UserWarning, stacklevel=3)
         keys = self._keys(x, keys)
-        selected = self.count_classes(x, n0, batch_size, sample_offset=0, keys=keys).argmax(dim=1)
-        counts = self.count_classes(x, n, batch_size, sample_offset=n0, keys=keys)
+        batch_size = self._batch_size(x, batch_size)
+        selected = self._votes(x, n0, batch_size, 0, keys).argmax(dim=1)
+        counts = self._votes(x, n, batch_size, n0, keys)
         records = []
         for b in range(x.shape[0]):
             top = int(selected[b])
@@ -284,7 +300,7 @@ class Smooth:
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = None,
                 key: int = 0) -> tuple[int, float]:
         """Cohen's ``certify`` for one image x [C, H, W]: (class, certified W1 radius, L2 ground) or (ABSTAIN, 0.0)."""
-        x = _check_images(x, 3)
+        x = _check_images(x, 3, values=False)  # the batch call below checks the pixels
         record = self.certify_batch(x.unsqueeze(0), n0, n, alpha, batch_size, keys=[key])[0]
         return record.prediction, record.radius
 
