@@ -21,6 +21,7 @@ COMMANDS = {
     "attack": "attack",
     "analyze": "analyze",
     "bench": "bench",
+    "experiment": "experiment",
 }
 
 UNITS = ("Units: images are pixel arrays in [0, 1]; sigma and every radius are in mass-normalized units "
