@@ -38,7 +38,7 @@ def test_method_settings_defaults_and_validation():
                                  "consistency_eta": None, "adv_epsilon": None, "adv_steps": None, "adv_warmup": None,
                                  "macer_lambda": None, "macer_gamma": None, "macer_beta": None}
     c = method_settings("consistency")
-    assert (c["num_noise"], c["consistency_lambda"], c["consistency_eta"], c["adv_epsilon"]) == (2, 10.0, 0.5, None)
+    assert (c["num_noise"], c["consistency_lambda"], c["consistency_eta"], c["adv_epsilon"]) == (2, 3.0, 0.5, None)
     a = method_settings("smoothadv", adv_epsilon=0.05)
     assert (a["num_noise"], a["adv_epsilon"], a["adv_steps"], a["adv_warmup"]) == (2, 0.05, 4, 10)
     assert METHOD_DEFAULTS["adv_epsilon"] == 0.02
@@ -287,7 +287,7 @@ def test_cli_method_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("--method {noise,consistency,smoothadv,macer}", "(default 16)", "(default 0.03)", "8 for macer", "(default noise)", "(default 10)", "(default 0.5)",
+    for needle in ("--method {noise,consistency,smoothadv,macer}", "(default 16)", "(default 0.03)", "8 for macer", "(default noise)", "(default 3)", "(default 0.5)",
                    "mass-normalized units", "(default 0.02)", "(default 4)", "(default 1 for noise, 2 for consistency"):
         assert needle in text, needle
     out = tmp_path / "c.pt"

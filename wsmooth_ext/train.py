@@ -192,7 +192,7 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
 
     ``method`` (:mod:`wsmooth_ext.methods`, docs/math.md §Certified training): "noise" (cross-entropy on
     ``num_noise`` noisy copies per example, default 1: the paper's training), "consistency" (Jeong & Shin
-    2020: ``num_noise`` copies, default 2, weights ``consistency_lambda`` λ = 10 and ``consistency_eta``
+    2020: ``num_noise`` copies, default 2, weights ``consistency_lambda`` λ = 3 and ``consistency_eta``
     η = 0.5) or "smoothadv" (Salman et al. 2019 on flow plans: ``adv_steps`` k = 4 projected gradient steps
     in the L1 ball of radius ``adv_epsilon`` ε = 0.02 (mass-normalized), ε rising linearly over the first
     ``adv_warmup`` = 10 epochs, ``num_noise`` copies, default 2) or "macer" (Zhai et al. 2020: smoothed
