@@ -220,7 +220,7 @@ def test_distances_of_a_colour_example():
     assert gap == pytest.approx(1 / 3) and mass_change == pytest.approx(0.5) and w1 == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("method", ["frank-wolfe", "flow", "sinkhorn"])
+@pytest.mark.parametrize("method", ["frank-wolfe", "pgd-dual", "flow", "sinkhorn"])
 def test_methods_fixed_eps_log_true_w1_and_refuse_mismatched_resume(checkpoint, tmp_path, method):
     out, adv_path = tmp_path / f"{method}.tsv", tmp_path / f"{method}.pt"
     base = ["attack", str(checkpoint), "--dataset", "digits", "--out", str(out), "--save-adv", str(adv_path),
@@ -236,7 +236,7 @@ def test_methods_fixed_eps_log_true_w1_and_refuse_mismatched_resume(checkpoint, 
         if r["success"] and r["iterations"] > 0:
             assert r["radius"] == pytest.approx(0.4, rel=1e-6)
             assert r["w1"] == pytest.approx(wasserstein_distance(images[r["idx"]], saved["adv"][r["idx"]]), rel=1e-9)
-            if method == "frank-wolfe":
+            if method in ("frank-wolfe", "pgd-dual"):
                 assert r["w1"] <= 0.4 * (1 + 1e-5) and abs(r["mass_change"]) < 1e-6
             if method == "flow":
                 assert r["w1_l1"] <= 0.4 * (1 + 1e-5) and abs(r["mass_change"]) < 1e-6
@@ -245,7 +245,7 @@ def test_methods_fixed_eps_log_true_w1_and_refuse_mismatched_resume(checkpoint, 
                  "--max", "6", "--resume"]) == 2
 
 
-@pytest.mark.parametrize("method", ["frank-wolfe", "flow"])
+@pytest.mark.parametrize("method", ["frank-wolfe", "pgd-dual", "flow"])
 def test_smoothed_attack_other_methods(checkpoint, tmp_path, method):
     out, adv_path = tmp_path / "s.tsv", tmp_path / "s.pt"
     assert main(["attack", str(checkpoint), "--dataset", "digits", "--max", "2", "--smoothed", "--n-grad", "4",

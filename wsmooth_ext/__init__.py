@@ -21,6 +21,7 @@ _LAZY = {
     "wasserstein_distance": "wasserstein",
     "WassersteinPGD": "attacks",
     "FrankWolfeAttack": "attacks",
+    "DualProjectionPGD": "attacks",
     "FlowAttack": "attacks",
     "projected_sinkhorn": "attacks",
     "NOISES": "noises",

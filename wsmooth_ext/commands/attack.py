@@ -9,7 +9,7 @@ import sys
 HELP = ("Wasserstein adversarial attack (projected-Sinkhorn PGD, Frank-Wolfe or flow-space PGD) on a model or its "
         "smoothed classifier (TSV log)")
 
-METHODS = ("sinkhorn", "frank-wolfe", "flow")
+METHODS = ("sinkhorn", "frank-wolfe", "pgd-dual", "flow")
 
 EPILOG = """\
 Projected-Sinkhorn PGD (Wong et al. 2019) as in Levine & Feizi §6.2: sign (or L2) gradient steps in pixel
@@ -21,11 +21,15 @@ fooled. Defaults are the paper's MNIST settings; CIFAR-10: --reg 3000 --eps0 0.0
 
 --method frank-wolfe: Frank-Wolfe over local couplings (k x k window, cost |offset|_2 or, with --ground l1,
 |offset|_1; entropic LMO with weight --gamma; mass arriving at pixels over 1 is sent back home), every iterate
-feasible: mass kept, pixels in [0, 1], transport cost <= eps * mass. --method flow: PGD over the flow plan
+feasible: mass kept, pixels in [0, 1], transport cost <= eps * mass. --method pgd-dual: PGD on the same
+couplings (gradient normalized to max 1, step --step), projected onto {rows = x, cost <= eps * mass} by
+bisection on one dual multiplier with row-wise simplex projections, then pixels over 1 capped as above; also
+feasible at every iterate. --method flow: PGD over the flow plan
 delta with |delta|_1 <= eps (steps of --flow-step * eps, exact L1-ball projection, per-edge limits keep pixels
 in [0, 1]); its examples satisfy W1 (L1 ground) <= eps (Lemma 1). --eps E: fixed radius E for any method
 (radius = E when fooled); without it eps grows from --eps0 as above (frank-wolfe and flow restart their step
-schedule at each growth). --p, --reg, --step, --norm and --sinkhorn-* apply to sinkhorn only.
+schedule at each growth). --p, --reg, --norm and --sinkhorn-* apply to sinkhorn only; --step to sinkhorn and
+pgd-dual; --ground to frank-wolfe and pgd-dual.
 
 --smoothed attacks the smoothed classifier: gradients of the mean softmax over --n-grad fresh noise samples,
 success when the hard smoothed prediction (--n-test samples, binomial test at --alpha) is wrong or abstains.
@@ -68,11 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     a = parser.add_argument_group("attack")
     a.add_argument("--method", default="sinkhorn", choices=METHODS,
-                   help="sinkhorn: projected-Sinkhorn PGD (default); frank-wolfe; flow: PGD over flows")
+                   help="sinkhorn: projected-Sinkhorn PGD (default); frank-wolfe; pgd-dual: PGD with dual "
+                        "projection on couplings; flow: PGD over flows")
     a.add_argument("--eps", type=float, default=None,
                    help="fixed radius (mass-normalized units); default: grow from --eps0")
     a.add_argument("--ground", default="l2", choices=("l2", "l1"),
-                   help="frank-wolfe: transport cost |offset|_2 (default) or |offset|_1")
+                   help="frank-wolfe, pgd-dual: transport cost |offset|_2 (default) or |offset|_1")
     a.add_argument("--gamma", type=float, default=0.03,
                    help="frank-wolfe: entropy weight of the LMO, units of the normalized gradient (default 0.03)")
     a.add_argument("--flow-step", type=float, default=0.05,
@@ -84,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--eps-factor", type=float, default=1.1, help="radius growth factor (default 1.1)")
     a.add_argument("--eps-every", type=int, default=10, help="grow the radius every this many iterations (default 10)")
     a.add_argument("--max-iter", type=int, default=200, help="PGD iterations (default 200)")
-    a.add_argument("--step", type=float, default=0.1, help="step size in pixel units (default 0.1)")
+    a.add_argument("--step", type=float, default=0.1, help="step size in pixel units (sinkhorn) or pixel-mass units per coupling entry (pgd-dual) "
+                        "(default 0.1)")
     a.add_argument("--norm", default="linf", choices=NORMS, help="linf: sign steps (default); l2: normalized gradient")
     a.add_argument("--sinkhorn-iter", type=int, default=400, help="projection iterations at most (default 400)")
     a.add_argument("--sinkhorn-tol", type=float, default=1e-4,
@@ -164,7 +170,7 @@ def _load_target(args, device):
 
 def build_attack(args, target):
     """The attack object of --method; --eps fixes the radius (eps_factor 1), otherwise it grows from --eps0."""
-    from ..attacks import FlowAttack, FrankWolfeAttack, WassersteinPGD
+    from ..attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack, WassersteinPGD
 
     eps0, factor = (args.eps, 1.0) if args.eps is not None else (args.eps0, args.eps_factor)
     common = dict(eps_factor=factor, eps_every=args.eps_every, max_iter=args.max_iter, n_grad=args.n_grad,
@@ -172,6 +178,9 @@ def build_attack(args, target):
     if args.method == "frank-wolfe":
         return FrankWolfeAttack(target, eps=eps0, kernel_size=args.kernel_size, ground=args.ground,
                                 gamma=args.gamma, **common)
+    if args.method == "pgd-dual":
+        return DualProjectionPGD(target, eps=eps0, step=args.step, kernel_size=args.kernel_size, ground=args.ground,
+                                 **common)
     if args.method == "flow":
         return FlowAttack(target, eps=eps0, step=args.flow_step, **common)
     return WassersteinPGD(target, p=args.p, kernel_size=args.kernel_size, reg=args.reg, eps0=eps0, step=args.step,
@@ -204,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                      "max_iter": args.max_iter, "step": float(args.step), "norm": args.norm,
                      "sinkhorn_iter": args.sinkhorn_iter, "sinkhorn_tol": float(args.sinkhorn_tol),
                      "method": args.method, "eps": None if args.eps is None else float(args.eps),
-                     "ground": args.ground if args.method == "frank-wolfe" else None,
+                     "ground": args.ground if args.method in ("frank-wolfe", "pgd-dual") else None,
                      "gamma": float(args.gamma) if args.method == "frank-wolfe" else None,
                      "flow_step": float(args.flow_step) if args.method == "flow" else None})
     images, labels = load_dataset(args.dataset, args.split, args.data_dir)
