@@ -143,11 +143,17 @@ def _initial_state():
 
 @pytest.mark.parametrize("method", [["--method", "consistency", "--num-noise", "3"],
                                     ["--method", "smoothadv", "--adv-steps", "2", "--adv-warmup", "0",
-                                     "--adv-epsilon", "0.05"]])
+                                     "--adv-epsilon", "0.05"],
+                                    ["--adversarial", "flow", "--adv-attack-steps", "2", "--adv-eps-warmup", "0"]])
 def test_two_processes_train_the_single_process_weights_with_each_method(method, tmp_path):
-    # every method's loss is a sum of per-example terms (and the SmoothAdv attack is per example), so the
-    # 2-process run matches the single-process one up to float summation order, as for plain training
-    args = ARGS + method + ["--epochs", "1"]
+    # every method's loss is a sum of per-example terms (and the SmoothAdv and adversarial-training attacks
+    # are per example), so the 2-process run matches the single-process one up to float summation order, as
+    # for plain training
+    base = ARGS
+    if method[0] == "--adversarial":  # a plain base model: no noise
+        base = [a for i, a in enumerate(ARGS) if a not in ("--noise", "--sigma")
+                and ARGS[i - 1] not in ("--noise", "--sigma")]
+    args = base + method + ["--epochs", "1"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -163,5 +169,6 @@ def test_two_processes_train_the_single_process_weights_with_each_method(method,
         torch.testing.assert_close(ddp_state[key], single_state[key], rtol=1e-4, atol=1e-5, msg=key)
         moved = max(moved, float((single_state[key] - initial[key]).abs().max()))
     assert moved > 0.01
-    assert ddp_meta["train_args"]["method"] == single_meta["train_args"]["method"] == method[1]
+    key = method[0].lstrip("-")
+    assert ddp_meta["train_args"][key] == single_meta["train_args"][key] == method[1]
     assert ddp_train["history"][0]["loss"] == pytest.approx(single_train["history"][0]["loss"], rel=1e-4)

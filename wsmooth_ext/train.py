@@ -6,7 +6,9 @@ epoch e uses sample indices e·m .. e·m + m − 1 (m noisy copies per example, 
 for more: :mod:`wsmooth_ext.methods`) of a seed derived from ``seed``, so the noise — like the batch order, drawn from
 a generator seeded by (seed, epoch) — is a pure function of (seed, epoch, index). That is what makes a
 resumed run equal an uninterrupted one: nothing random is carried between epochs except model and optimizer
-state, and both are checkpointed after every epoch.
+state, and both are checkpointed after every epoch. Adversarial training (:mod:`wsmooth_ext.adversarial`)
+keeps this: its attacks draw nothing at random, so the examples are a function of the weights, the batch and
+the epoch's radius.
 
 Under torchrun (``dist_ctx`` with world_size K > 1) the model is wrapped in DistributedDataParallel and every
 global batch of ``batch_size`` examples — the same examples, in the same order, as in a single-process run —
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import noises
+from .adversarial import LEGACY_ADVERSARIAL, adversarial_settings, describe_adversarial, make_adversary
 from .methods import (LEGACY_SETTINGS, METHODS, consistency_loss, macer_loss, method_settings, noise_loss,
                       smoothadv_epsilon, smoothadv_perturb)
 from .checkpoint import load_training_state, save_checkpoint
@@ -46,7 +49,9 @@ _STREAM_TRAIN_NOISE, _STREAM_EVAL_NOISE, _STREAM_SHUFFLE, _STREAM_AUGMENT = 1, 2
 AUGMENT_PAD = 4  # random crops of the zero-padded image shift it by up to 4 pixels each way
 # settings that must not change when a run is resumed (epochs may: that is how a run is extended)
 _RESUME_FIXED = ("noise", "sigma", "lr", "batch_size", "seed", "momentum", "weight_decay", "optimizer",
-                 "train_size", "augment", *LEGACY_SETTINGS)
+                 "train_size", "augment", *LEGACY_SETTINGS, *LEGACY_ADVERSARIAL)
+# what a checkpoint that predates a setting was trained with
+_LEGACY = {**LEGACY_SETTINGS, **LEGACY_ADVERSARIAL}
 
 
 def derive_seed(seed: int, *parts: int) -> int:
@@ -118,7 +123,7 @@ def _count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def _check_args(model, images, labels, noise, sigma, epochs, lr, batch_size, seed, momentum, weight_decay,
-                test_images, test_labels, optimizer, checkpoint_path, resume, dist_ctx, settings):
+                test_images, test_labels, optimizer, checkpoint_path, resume, dist_ctx, settings, adversarial):
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
@@ -136,6 +141,21 @@ def _check_args(model, images, labels, noise, sigma, epochs, lr, batch_size, see
         raise ValueError(f"method smoothadv needs images of at least 2x2 pixels, got {tuple(images.shape[1:])}")
     if settings["method"] == "smoothadv" and bool((images < 0).any()):
         raise ValueError("method smoothadv needs images with non-negative pixels (the attack keeps x' >= 0)")
+    attack = adversarial["adversarial"]
+    if attack != "none":
+        # a plain base model only: smoothed classifiers are trained adversarially by method smoothadv
+        if noise != noises.NONE or settings["method"] != "noise":
+            raise ValueError(f"adversarial training ({attack}) trains a plain base model: it needs noise='none' "
+                             f"and method 'noise', got noise {noise!r}, method {settings['method']!r} (for a "
+                             "smoothed classifier use method smoothadv)")
+        if settings["num_noise"] != 1:
+            raise ValueError(f"adversarial training uses one copy per example, got num_noise {settings['num_noise']}")
+        if attack == "flow" and (images.shape[-2] < 2 or images.shape[-1] < 2):
+            raise ValueError(f"adversarial training with flow needs images of at least 2x2 pixels, got "
+                             f"{tuple(images.shape[1:])}")
+        if bool((images < 0).any()) or bool((images > 1).any()) or not bool(torch.isfinite(images).all()):
+            raise ValueError(f"adversarial training ({attack}) needs pixel values in [0, 1]: images are mass "
+                             "distributions")
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -176,7 +196,9 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
           consistency_lambda: float | None = None, consistency_eta: float | None = None,
           adv_epsilon: float | None = None, adv_steps: int | None = None,
           adv_warmup: int | None = None, macer_lambda: float | None = None, macer_gamma: float | None = None,
-          macer_beta: float | None = None) -> list[dict]:
+          macer_beta: float | None = None, adversarial: str = "none", adv_eps: float | None = None,
+          adv_eps_warmup: int | None = None, adv_attack_steps: int | None = None,
+          adv_clean_weight: float | None = None) -> list[dict]:
     """Train ``model`` in place under ``noise`` of std ``sigma``; return the per-epoch history.
 
     Defaults are the paper's optimizer: SGD, lr 0.001, momentum 0.9, weight decay 5e-4, batches of 128
@@ -202,6 +224,14 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     other methods must be None. The j-th copy of an example in epoch e is noise sample e·m + j (m =
     ``num_noise``). The method and its settings join those a resumed run must keep.
 
+    ``adversarial`` (:mod:`wsmooth_ext.adversarial`, docs/attacks.md §Adversarial training): "sinkhorn",
+    "frank-wolfe" or "flow" trains a plain base model (``noise="none"``, method "noise") on Wasserstein
+    adversarial examples that the attack finds against the current weights: ``adv_attack_steps`` (10) steps
+    at radius ε, ε growing geometrically from ``adv_eps``/10 to ``adv_eps`` (0.1, in the attack's own units)
+    over ``adv_eps_warmup`` (10) epochs; loss (1 − w)·CE(x') + w·CE(x), w = ``adv_clean_weight`` (0). These
+    settings, too, are fixed for a resumed run; history rows then also hold ``adv_eps``, the epoch's radius,
+    and train_noisy_acc is the accuracy on the adversarial examples.
+
     ``dist_ctx`` (from :func:`wsmooth_ext.distributed.context_from_env`, under torchrun): data-parallel
     training with DistributedDataParallel; every rank calls ``train`` with the same arguments and the same
     initial weights. It joins the process group (gloo on CPU, NCCL on GPU) unless the caller already has;
@@ -217,8 +247,11 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     stray = [k for k, v in given.items() if v is not None and settings[k] is None]
     if stray:
         raise ValueError(f"method {method} does not use {stray}")
+    adv_settings = adversarial_settings(adversarial, adv_eps=adv_eps, adv_eps_warmup=adv_eps_warmup,
+                                        adv_attack_steps=adv_attack_steps, adv_clean_weight=adv_clean_weight)
     _check_args(model, train_images, train_labels, noise, sigma, epochs, lr, batch_size, seed, momentum,
-                weight_decay, test_images, test_labels, optimizer, checkpoint_path, resume, dist_ctx, settings)
+                weight_decay, test_images, test_labels, optimizer, checkpoint_path, resume, dist_ctx, settings,
+                adv_settings)
     ctx = dist_ctx or DistContext()
     log = log or (lambda line: print(line, flush=True))
     if not ctx.is_main:  # one copy of every line, from rank 0
@@ -228,7 +261,7 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
                   "seed": seed, "momentum": float(momentum), "weight_decay": float(weight_decay),
                   "optimizer": optimizer, "train_size": len(train_images), "augment": bool(augment),
                   # recorded, not fixed: a run may be resumed with another number of processes
-                  "world_size": ctx.world_size, **settings}
+                  "world_size": ctx.world_size, **settings, **adv_settings}
     device = _device_of(model)
     if ctx.enabled:
         _join_group(ctx, device)
@@ -262,6 +295,12 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     test_shard = torch.arange(len(test_images))[ctx.rank::ctx.world_size] if test_images is not None else None
     copies = settings["num_noise"]
     family = noises.get(noise) if noise != noises.NONE else None
+    adversary = make_adversary(adv_settings)  # None unless adversarial training
+    if adversary is not None and start_epoch < epochs:
+        log(describe_adversarial(adv_settings))
+        if epochs < adv_settings["adv_eps_warmup"]:
+            log(f"note: training ends (epoch {epochs}) before the warm-up (epoch {adv_settings['adv_eps_warmup']}); "
+                f"the last epoch uses eps {adversary.epsilon(epochs - 1):.4g}")
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         model.train()
@@ -286,23 +325,29 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
                     return images.repeat_interleave(copies, dim=0)
                 return family.sample(images, copies, sigma, seed=noise_seed, sample_offset=epoch * copies, keys=idx)
 
-            if settings["method"] == "smoothadv":
-                model.eval()  # the attack sees the model as certification will (the bare one: no DDP hooks)
-                x, _ = smoothadv_perturb(model, x, y, sample_noise, copies,
-                                         smoothadv_epsilon(settings["adv_epsilon"], settings["adv_warmup"], epoch),
-                                         settings["adv_steps"])
-                model.train()
-            logits = net(sample_noise(x))
-            if settings["method"] != "noise" or copies > 1:
-                per_example = logits.view(len(idx), copies, logits.shape[-1])
-                if settings["method"] == "consistency":
-                    losses = consistency_loss(per_example, y, settings["consistency_lambda"],
-                                              settings["consistency_eta"])
-                elif settings["method"] == "macer":
-                    losses = macer_loss(per_example, y, settings["macer_lambda"], settings["macer_gamma"],
-                                        settings["macer_beta"], family.distribution, family.scale(sigma))
-                else:
-                    losses = noise_loss(per_example, y)
+            losses = None  # per-example losses; None: the plain mean cross-entropy below
+            if adversary is not None:
+                # adversarial training: the attack on the current (bare) model supplies the batch
+                logits, losses = adversary.step(model, net, x, y, epoch)
+            else:
+                if settings["method"] == "smoothadv":
+                    model.eval()  # the attack sees the model as certification will (the bare one: no DDP hooks)
+                    x, _ = smoothadv_perturb(model, x, y, sample_noise, copies,
+                                             smoothadv_epsilon(settings["adv_epsilon"], settings["adv_warmup"], epoch),
+                                             settings["adv_steps"])
+                    model.train()
+                logits = net(sample_noise(x))
+                if settings["method"] != "noise" or copies > 1:
+                    per_example = logits.view(len(idx), copies, logits.shape[-1])
+                    if settings["method"] == "consistency":
+                        losses = consistency_loss(per_example, y, settings["consistency_lambda"],
+                                                  settings["consistency_eta"])
+                    elif settings["method"] == "macer":
+                        losses = macer_loss(per_example, y, settings["macer_lambda"], settings["macer_gamma"],
+                                            settings["macer_beta"], family.distribution, family.scale(sigma))
+                    else:
+                        losses = noise_loss(per_example, y)
+            if losses is not None:
                 summed = losses.sum()
                 loss = summed * (ctx.world_size / len(batch)) if ctx.enabled else summed / max(len(idx), 1)
                 batch_loss = float(summed.detach())
@@ -327,6 +372,8 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
             loss_sum, correct = _sum_over_ranks(device, loss_sum, correct)
         row = {"epoch": epoch + 1, "loss": loss_sum / n, "train_noisy_acc": correct / n,
                "test_clean_acc": None, "test_noisy_acc": None}
+        if adversary is not None:
+            row["adv_eps"] = adversary.epsilon(epoch)
         if test_images is not None:
             if ctx.enabled:  # each rank evaluates its share of the test set; the counts are summed
                 counts = (_count_correct(model, test_images, test_labels, test_shard),
@@ -341,7 +388,7 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
                                                  seed=eval_seed)
         row["seconds"] = time.perf_counter() - started
         history.append(row)
-        log(_format_row(row, epochs, noise))
+        log(_format_row(row, epochs, noise if adversary is None else adv_settings["adversarial"]))
         if checkpoint_path is not None:
             meta = dict(metadata or {})
             meta.update(noise=noise, sigma=sigma, train_args=train_args)
@@ -407,8 +454,10 @@ def _agree(ctx: DistContext, device: torch.device, error: Exception | None, valu
 
 
 def _format_row(row: dict, epochs: int, noise: str) -> str:
+    """One log line; ``noise`` names what the training accuracy is measured under (noise or attack)."""
+    what = noise if "adv_eps" not in row else f"{noise} eps {row['adv_eps']:.4g}"
     text = (f"epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
-            f"train acc ({noise}) {100 * row['train_noisy_acc']:6.2f}%")
+            f"train acc ({what}) {100 * row['train_noisy_acc']:6.2f}%")
     if row["test_clean_acc"] is not None:
         text += (f"  test acc clean {100 * row['test_clean_acc']:6.2f}%  "
                  f"under noise {100 * row['test_noisy_acc']:6.2f}%")
@@ -422,7 +471,7 @@ def _resume(model, opt, path, train_args, device) -> tuple[int, list[dict]]:
     old = meta.get("train_args") or {}
     for key in _RESUME_FIXED:
         # a checkpoint written before training methods existed was trained with the noise method, one copy
-        was = old.get(key, LEGACY_SETTINGS.get(key))
+        was = old.get(key, _LEGACY.get(key))
         if was != train_args[key]:
             raise ValueError(f"cannot resume from {path}: {key} was {was!r} there, now "
                              f"{train_args[key]!r} (only epochs may change)")

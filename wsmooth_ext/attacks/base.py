@@ -125,6 +125,7 @@ class StateAttack(TargetAttack):
     ``update(x, state, grad, eps, t) -> state`` (t: iterations since the radius last changed). The radius ε
     starts at ``eps0`` and, for the examples still standing, is multiplied by ``eps_factor`` after every
     ``eps_every`` iterations (``eps_factor = 1``: fixed ε). An example is frozen at its first fooling iterate.
+    :meth:`perturb` runs the same update at a fixed ε for a fixed number of steps (adversarial training).
     """
 
     def attack(self, x: torch.Tensor, y: torch.Tensor, keys=None, progress=None) -> AttackResult:
@@ -175,3 +176,25 @@ class StateAttack(TargetAttack):
                             iterations=iterations)
 
     __call__ = attack
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, eps, steps: int, keys=None) -> torch.Tensor:
+        """Fixed-radius PGD that maximizes the loss, for adversarial training: ``steps`` updates of every
+        example from the clean image (no success test, no early stop, no growth of ε), returning the last
+        iterate [B, C, H, W]. It meets the attack's constraints like :meth:`attack`'s examples. ``eps``: a
+        float or one radius per example; x, y, keys as in :meth:`attack`.
+        """
+        x, y, keys = self._check_batch(x, y, keys)
+        bsz = x.shape[0]
+        eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1).expand(bsz).clone()
+        if not bool((eps > 0).all()) or not bool(torch.isfinite(eps).all()):
+            raise ValueError(f"eps must be a positive finite number or one per image, got {eps.tolist()[:5]}")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        state = self.init_state(x)
+        img = x
+        for t in range(int(steps)):
+            grad = self.loss_gradient(img, y, keys)
+            with torch.no_grad():
+                state = self.update(x, state, grad, eps, torch.full((bsz,), t, dtype=torch.int64, device=x.device))
+                img = self.image(x, state)
+        return img.detach().clone() if img is x else img.detach()
