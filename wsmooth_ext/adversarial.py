@@ -181,7 +181,8 @@ class Adversary:
             return logits, F.cross_entropy(logits, y, reduction="none")
         both = net(torch.cat([adv, x]))
         logits, clean = both[:len(x)], both[len(x):]
-        losses = (1 - w) * F.cross_entropy(logits, y, reduction="none") + w * F.cross_entropy(clean, y, reduction="none")
+        losses = ((1 - w) * F.cross_entropy(logits, y, reduction="none")
+                  + w * F.cross_entropy(clean, y, reduction="none"))
         return logits, losses
 
 

@@ -198,7 +198,8 @@ def _check_adversarial(args) -> None:
     if args.adversarial == "none":
         if own:
             raise UserError(f"{', '.join(own)} {'applies' if len(own) == 1 else 'apply'} to --adversarial only "
-                            "(SmoothAdv's settings are --adv-epsilon, --adv-steps, --adv-warmup with --method smoothadv)")
+                            "(SmoothAdv's settings are --adv-epsilon, --adv-steps, --adv-warmup with --method "
+                            "smoothadv)")
         if args.noise is None:
             args.noise = "flow-laplace"
         return
