@@ -4,6 +4,7 @@ process with the same global batch, write one checkpoint, and resume to the unin
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +43,8 @@ def _torchrun(args, nproc=2):
         if result.returncode == 0 or attempt or not (_TEARDOWN_ABORT in result.stderr
                                                      and "final:" in result.stdout):
             break
+        if "--resume" not in args:  # starting afresh: the aborted launch's checkpoint would be refused
+            Path(args[args.index("--out") + 1]).unlink(missing_ok=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

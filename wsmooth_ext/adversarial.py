@@ -121,9 +121,10 @@ def describe_adversarial(train_args: dict | None) -> str | None:
     if not train_args or train_args.get("adversarial", NONE) in (NONE, None):
         return None
     a = train_args
+    schedule = (f"eps grown geometrically from {a['adv_eps_start']:g} over {a['adv_eps_warmup']} epochs"
+                if a["adv_eps_warmup"] > 1 else "no warm-up")
     text = (f"adversarially trained ({a['adversarial']}, eps {a['adv_eps']:g} [{UNITS[a['adversarial']]}], "
-            f"{a['adv_attack_steps']} steps, eps grown geometrically from {a['adv_eps_start']:g} over "
-            f"{a['adv_eps_warmup']} epochs")
+            f"{a['adv_attack_steps']} steps, {schedule}")
     if a.get("adv_clean_weight"):
         text += f", clean weight {a['adv_clean_weight']:g}"
     return text + ")"
