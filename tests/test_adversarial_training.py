@@ -287,3 +287,10 @@ def test_cli_adversarial_options(tmp_path, capsys):
     assert main(plain) == 2
     assert "--adv-eps, --adv-eps-warmup, --adv-attack-steps apply to --adversarial only" in capsys.readouterr().err
     assert not (tmp_path / "b.pt").exists()
+    # certify and attack say how the model they load was trained
+    for command in (["attack", str(out), "--dataset", "digits", "--max", "1", "--method", "flow", "--eps", "0.05",
+                     "--max-iter", "1", "--out", str(tmp_path / "a.tsv"), "--no-progress"],
+                    ["certify", str(out), "--dataset", "digits", "--noise", "flow-laplace", "--sigma", "0.01",
+                     "--max", "1", "--n0", "10", "--n", "50", "--out", str(tmp_path / "c.tsv"), "--no-progress"]):
+        assert main(command) == 0
+        assert "was adversarially trained (flow, eps 0.05" in capsys.readouterr().err

@@ -155,6 +155,11 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
                      f"{noise} sigma {sigma}")
     if meta.get("dataset") not in (None, args.dataset):
         notes.append(f"note: the checkpoint was trained on {meta['dataset']}, evaluated on {args.dataset}")
+    from ..adversarial import describe_adversarial
+
+    adversarial = describe_adversarial(meta.get("train_args"))
+    if adversarial:
+        notes.append(f"note: the base model was {adversarial}")
     num_classes = meta.get("num_classes")
     if not isinstance(num_classes, int):
         raise UserError(f"checkpoint {args.checkpoint} records no num_classes")

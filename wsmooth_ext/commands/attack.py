@@ -165,6 +165,11 @@ def _load_target(args, device):
         raise UserError("--noise and --sigma apply to --smoothed attacks only")
     if meta.get("dataset") not in (None, args.dataset):
         notes.append(f"note: the checkpoint was trained on {meta['dataset']}, attacked on {args.dataset}")
+    from ..adversarial import describe_adversarial
+
+    adversarial = describe_adversarial(meta.get("train_args"))
+    if adversarial:
+        notes.append(f"note: the model was {adversarial}")
     return target, num_classes, settings, notes, meta.get("input_shape")
 
 
