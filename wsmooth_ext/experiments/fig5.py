@@ -496,7 +496,7 @@ def format_tables(result: Result) -> str:
 def format_models(result: Result) -> str:
     from ..analysis.tables import format_table as markdown, pct
 
-    header = ["model", "checkpoint", "how", "clean test acc. %", "training s"]
+    header = ["model", "checkpoint", "how", "clean test acc. % (base model, all held-out)", "training s"]
     body = [[m.name, f"`{m.checkpoint.name if not m.given else m.checkpoint}`", m.how,
              pct(m.test_accuracy), "—" if m.training_seconds is None else f"{m.training_seconds:.1f}"]
             for m in result.models]
@@ -550,7 +550,7 @@ def _summary_text(result: Result, out: Path, quick: bool, train_count: int, tabl
             + (f"; trained here on {train_count} training digits ({s.epochs} epochs, {optimizer}, weight decay "
                f"{s.weight_decay:g}, batch {s.batch}, seed {s.seed})" if trained else "")
             + ":\n\n" + format_models(result) + "\n\n"
-            f"Attacked: the first {s.max_images} held-out {s.dataset} digits, each model with each attack in the "
+            f"Attacked: the first {s.max_images} held-out {s.dataset} images, each model with each attack in the "
             f"paper's growing-ε mode (ε from {s.eps0:g}, ×{s.eps_factor:g} every {s.eps_every} iterations for the "
             f"digits still standing, {s.max_iter} iterations; the attacks' own parameters at `wsmooth attack`'s "
             f"defaults). The smoothed model is attacked as the smoothed classifier ({NOISE}, σ {s.sigma:g}): "
