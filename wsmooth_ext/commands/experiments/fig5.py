@@ -36,11 +36,12 @@ Writes into --out DIR:
   experiment.json                          the settings DIR was started with
 
 Sizes. The defaults are paper-like: 20 epochs, 100 digits, the paper's MNIST attack schedule (eps0 0.3, x1.1
-every 10, 200 iterations) and smoothed-attack samples (n_grad 128, n_test 10,000). On a 2-core CPU that is
-hours, almost all of it the smoothed model (about 1 s per digit and iteration at n_test 10,000 for a digit that
-stands; estimated 3-6 h for 100 digits and two attacks); a GPU is advised. --quick is a miniature (6 epochs,
-20 digits, eps0 0.1 x1.5 every 5, 30 iterations, n_grad 16, n_test 1000): about 5 minutes on a 2-core CPU with
-OMP_NUM_THREADS=1. Options given with --quick override its values.
+every 10, 200 iterations) and smoothed-attack samples (n_grad 128, n_test 10,000). On a 2-core CPU that takes
+hours, almost all of it the smoothed model: about 0.3 s per digit and iteration at n_test 10,000 while the digit
+stands, so an estimated 2-4 h for 100 digits and two attacks (scaled from --quick's measured costs, not run);
+a GPU is advised. --quick is a miniature (6 epochs, 20 digits, eps0 0.1 x1.5 every 5, 30 iterations, n_grad 16,
+n_test 1000): measured 3 min 46 s wall (124 s CPU) on the shared 2-core development CPU with
+OMP_NUM_THREADS=1, about 5 minutes to allow for load. Options given with --quick override its values.
 
 An existing non-empty DIR is refused unless --resume: then the settings (and given checkpoints) must equal
 those in experiment.json (--grid, --device, --attack-batch and --no-progress may change); unfinished
