@@ -1,0 +1,82 @@
+"""The output folder of an experiment: new and empty, or (with resume) one the same experiment started with the
+same settings, recorded in its ``experiment.json``.
+
+Generic over the experiment (its name and its settings as a JSON object); ``fig5`` uses it. (The
+certified-training experiment predates it and keeps its own copy of these rules.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+SETTINGS_FILE = "experiment.json"
+
+
+def option(field: str) -> str:
+    """The command-line option of a setting."""
+    return "--" + field.replace("_", "-")
+
+
+def format_value(value) -> str:
+    """A setting as the command line spells it (lists comma-separated, floats %g, None as 'none')."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(format_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+def is_empty(folder: Path) -> bool:
+    # our own lock file may be left behind by a killed run; it holds nothing
+    return all(p.name == f".{SETTINGS_FILE}.lock" for p in folder.iterdir())
+
+
+def read_record(out: Path, name: str) -> dict:
+    """The experiment.json of ``out``; ValueError (one line) unless it records experiment ``name``."""
+    recorded = out / SETTINGS_FILE
+    if not recorded.is_file():
+        raise ValueError(f"--out {out} holds no {SETTINGS_FILE}: it is not a {name} experiment folder (choose "
+                         "another folder)")
+    try:
+        data = json.loads(recorded.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{recorded} is corrupt ({exc}); choose another --out") from None
+    if data.get("experiment") != name:
+        raise ValueError(f"--out {out} holds a {data.get('experiment')!r} experiment, not {name}")
+    return data
+
+
+def check_output(out: Path, name: str, settings: dict, resume: bool,
+                 describe: Callable[[str], str] = option) -> bool:
+    """Fail before any work unless ``out`` can hold experiment ``name`` with ``settings`` (a JSON object).
+    True when it continues an existing experiment.
+
+    A new experiment needs a missing or empty folder; ``resume`` continues a folder whose experiment.json
+    records the same settings (and starts a new experiment in a missing or empty one). ``describe`` names a
+    setting in messages (its option by default)."""
+    from ..runs.logfile import check_new_output
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a directory")
+    if not out.exists() or is_empty(out):
+        check_new_output(out / SETTINGS_FILE, False)  # can the folder be created and written?
+        return False
+    if not resume:
+        raise FileExistsError(f"--out {out} already exists and is not empty; pass --resume to continue the "
+                              "experiment in it, or choose another folder")
+    data = read_record(out, name)
+    before = data.get("settings") or {}
+    changed = [f"{describe(k)} {format_value(before.get(k))} (now {format_value(v)})"
+               for k, v in settings.items() if before.get(k) != v]
+    if changed:
+        quick = " (it was started with --quick)" if data.get("quick") else ""
+        raise ValueError(f"cannot resume {out}: it was started with {', '.join(changed)}{quick}; rerun with its "
+                         "settings or choose another --out")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: cannot write in it")
+    return True
