@@ -1,8 +1,7 @@
 """The output folder of an experiment: new and empty, or (with resume) one the same experiment started with the
 same settings, recorded in its ``experiment.json``.
 
-Generic over the experiment (its name and its settings as a JSON object); ``fig5`` uses it. (The
-certified-training experiment predates it and keeps its own copy of these rules.)
+Generic over the experiment (its name and its settings as a JSON object); every experiment uses it.
 """
 
 from __future__ import annotations
@@ -20,13 +19,13 @@ def option(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def format_value(value) -> str:
-    """A setting as the command line spells it (lists comma-separated, floats %g, None as 'none')."""
+def format_value(value, none: str = "none") -> str:
+    """A setting as the command line spells it (lists comma-separated, floats %g, None as ``none``)."""
     if isinstance(value, (tuple, list)):
-        return ",".join(format_value(v) for v in value)
+        return ",".join(format_value(v, none) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
-    return "none" if value is None else str(value)
+    return none if value is None else str(value)
 
 
 def is_empty(folder: Path) -> bool:
@@ -52,13 +51,13 @@ def read_record(out: Path, name: str) -> dict:
 
 
 def check_output(out: Path, name: str, settings: dict, resume: bool,
-                 describe: Callable[[str], str] = option) -> bool:
+                 describe: Callable[[str], str] = option, none: str = "none") -> bool:
     """Fail before any work unless ``out`` can hold experiment ``name`` with ``settings`` (a JSON object).
     True when it continues an existing experiment.
 
     A new experiment needs a missing or empty folder; ``resume`` continues a folder whose experiment.json
     records the same settings (and starts a new experiment in a missing or empty one). ``describe`` names a
-    setting in messages (its option by default)."""
+    setting in messages (its option by default); ``none`` is how they spell an unset value."""
     from ..runs.logfile import check_new_output
 
     if out.exists() and not out.is_dir():
@@ -71,7 +70,7 @@ def check_output(out: Path, name: str, settings: dict, resume: bool,
                               "experiment in it, or choose another folder")
     data = read_record(out, name)
     before = data.get("settings") or {}
-    changed = [f"{describe(k)} {format_value(before.get(k))} (now {format_value(v)})"
+    changed = [f"{describe(k)} {format_value(before.get(k), none)} (now {format_value(v, none)})"
                for k, v in settings.items() if before.get(k) != v]
     if changed:
         quick = " (it was started with --quick)" if data.get("quick") else ""

@@ -29,18 +29,18 @@ import dataclasses
 import datetime
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..methods import METHODS
+from . import _folder
 
 __all__ = ["DATASETS", "DEFAULT_RADII", "QUICK", "Run", "Settings", "check_output", "check_radii", "check_settings",
            "command_line", "format_table", "run_certified_training"]
 
 NAME = "certified-training"
-SETTINGS_FILE = "experiment.json"
+SETTINGS_FILE = _folder.SETTINGS_FILE
 SUMMARY_FILE = "summary.md"
 PLOT_FILE = "certified_accuracy.png"
 ARCH = "wong_mnist"
@@ -89,9 +89,7 @@ class Run:
     summary: dict  # summarize_certify_log(log, radius_grid=radii)
 
 
-def option(field: str) -> str:
-    """The command-line option of a setting."""
-    return "--" + field.replace("_", "-")
+option = _folder.option
 
 
 def run_stem(method: str, sigma: float) -> str:
@@ -99,11 +97,7 @@ def run_stem(method: str, sigma: float) -> str:
 
 
 def _format_value(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(_format_value(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "all" if value is None else str(value)
+    return _folder.format_value(value, none="all")  # an unset --train-size means all the digits
 
 
 def check_settings(settings: Settings) -> Settings:
@@ -174,48 +168,12 @@ def _as_json(settings: Settings) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
 
 
-def _is_empty(folder: Path) -> bool:
-    # our own lock file may be left behind by a killed run; it holds nothing
-    return all(p.name == f".{SETTINGS_FILE}.lock" for p in folder.iterdir())
-
-
 def check_output(out: Path, settings: Settings, resume: bool) -> bool:
     """Fail before any work unless ``out`` can hold this experiment. True when it continues an existing one.
 
     A new experiment needs a missing or empty folder; ``resume`` continues a folder whose experiment.json
     records the same settings (and starts a new experiment in a missing or empty one)."""
-    from ..runs.logfile import check_new_output
-
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a directory")
-    if not out.exists() or _is_empty(out):
-        check_new_output(out / SETTINGS_FILE, False)  # can the folder be created and written?
-        return False
-    if not resume:
-        raise FileExistsError(f"--out {out} already exists and is not empty; pass --resume to continue the "
-                              "experiment in it, or choose another folder")
-    recorded = out / SETTINGS_FILE
-    if not recorded.is_file():
-        raise ValueError(f"--out {out} holds no {SETTINGS_FILE}: it is not a {NAME} experiment folder (choose "
-                         "another folder)")
-    try:
-        data = json.loads(recorded.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{recorded} is corrupt ({exc}); choose another --out") from None
-    if data.get("experiment") != NAME:
-        raise ValueError(f"--out {out} holds a {data.get('experiment')!r} experiment, not {NAME}")
-    before, now = data.get("settings") or {}, _as_json(settings)
-    changed = [f"{option(k)} {_format_value(before.get(k))} (now {_format_value(v)})"
-               for k, v in now.items() if before.get(k) != v]
-    if changed:
-        quick = " (it was started with --quick)" if data.get("quick") else ""
-        raise ValueError(f"cannot resume {out}: it was started with {', '.join(changed)}{quick}; rerun with its "
-                         "settings or choose another --out")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {out}: cannot write in it")
-    return True
+    return _folder.check_output(out, NAME, _as_json(settings), resume, none="all")
 
 
 def command_line(settings: Settings, out, quick: bool = False, radii=DEFAULT_RADII) -> str:
