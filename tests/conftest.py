@@ -19,6 +19,24 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def digits():
+    """(train, test) of scikit-learn's 8x8 digits: the small real dataset of the training tests."""
+    from wsmooth_ext.data import load_dataset
+
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+def wong_digits_model(seed: int = 0):
+    """A fresh wong_mnist for the 8x8 digits, its weights drawn from ``seed`` (import it from conftest)."""
+    from wsmooth_ext.data import DATASETS
+    from wsmooth_ext.models import build_model
+
+    torch.manual_seed(seed)
+    info = DATASETS["digits"]
+    return build_model("wong_mnist", input_shape=(1, 8, 8), mean=info.mean, std=info.std)
+
+
+@pytest.fixture(scope="session")
 def linear_digits():
     """A linear classifier of 2,000 mnist5k training digits (about 60 Adam steps): a small real target for the
     attack tests, trained once per test run."""

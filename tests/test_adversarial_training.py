@@ -14,24 +14,15 @@ from wsmooth_ext.adversarial import (ADVERSARIAL_DEFAULTS, ATTACK_PARAMS, Advers
                                      adversarial_settings, describe_adversarial)
 from wsmooth_ext.attacks import FlowAttack
 from wsmooth_ext.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from wsmooth_ext.data import DATASETS, load_dataset
-from wsmooth_ext.models import build_model
 from wsmooth_ext.train import _STREAM_SHUFFLE, derive_seed, evaluate, train
 from wsmooth_ext.wasserstein import wasserstein_distance
+
+from conftest import wong_digits_model as _model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = dict(progress=False, log=lambda line: None)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    info = DATASETS["digits"]
-    return build_model("wong_mnist", input_shape=(1, 8, 8), mean=info.mean, std=info.std)
 
 
 @pytest.fixture(scope="module")

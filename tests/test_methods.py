@@ -9,28 +9,19 @@ import torch.nn.functional as F
 
 import wsmooth_ext
 from wsmooth_ext.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from wsmooth_ext.data import DATASETS, load_dataset
 from wsmooth_ext.flows import apply_flow, flow_l1_norm
 from wsmooth_ext.methods import (METHOD_DEFAULTS, consistency_loss, macer_loss, macer_radius, method_settings,
                                  noise_loss, smoothadv_epsilon, smoothadv_perturb, smoothed_cross_entropy)
-from wsmooth_ext.models import build_model
 from wsmooth_ext.noises import add_noise
 from wsmooth_ext.train import derive_seed, train
+
+from conftest import wong_digits_model as _model
 
 pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"),
               pytest.mark.usefixtures("one_thread")]
 QUIET = dict(progress=False, log=lambda line: None)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    info = DATASETS["digits"]
-    return build_model("wong_mnist", input_shape=(1, 8, 8), mean=info.mean, std=info.std)
 
 
 def test_method_settings_defaults_and_validation():

@@ -9,21 +9,13 @@ import torch
 import wsmooth_ext
 from wsmooth_ext.checkpoint import load_checkpoint, load_training_state
 from wsmooth_ext.data import DATASETS, load_dataset
-from wsmooth_ext.models import build_model
 from wsmooth_ext.train import derive_seed, evaluate, train
+
+from conftest import wong_digits_model as _model
 
 pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"), pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    info = DATASETS["digits"]
-    return build_model("wong_mnist", input_shape=(1, 8, 8), mean=info.mean, std=info.std)
 
 
 def _record_inputs(model):
