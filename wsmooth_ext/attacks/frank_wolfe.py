@@ -178,7 +178,7 @@ class FrankWolfeAttack(StateAttack):
 
     Args:
         model_or_callable: classifier returning logits, or a ``Smooth`` (gradient of ``soft_forward``,
-            success by ``predict_batch``; abstaining = fooled).
+            success by the hard smoothed prediction; abstaining = fooled).
         eps: the radius ε (mass-normalized units; budget ⟨π, C⟩ ≤ ε·s). With ``eps_factor`` > 1 it is the
             initial radius, multiplied by eps_factor after every ``eps_every`` iterations for the examples
             still standing (growing-ε mode; radius = the ε in force at the first flip); with eps_factor = 1
@@ -187,14 +187,15 @@ class FrankWolfeAttack(StateAttack):
         gamma: entropy weight of the LMO, in units of the per-example normalized gradient (max |G| = 1).
         capacity_rounds: Bregman steps on the capacity multipliers ν per LMO (warm-started across iterations;
             0: none). They keep the LMO from piling mass onto pixels that the column capping then empties.
-        n_grad, n_test, alpha, batch_size: as in :class:`WassersteinPGD` (smoothed targets).
+        n_grad, n_test, alpha, batch_size, success_test: as in :class:`WassersteinPGD` (smoothed targets).
     """
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, kernel_size: int = 5, ground: str = "l2",
                  max_iter: int = 100, eps_factor: float = 1.0, eps_every: int = 10, gamma: float = 0.03,
                  capacity_rounds: int = 10, n_grad: int = 128,
-                 n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size)
+                 n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000,
+                 success_test: str = "sequential"):
+        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.cost = window_cost(kernel_size, ground, dtype=torch.float64)  # validates both
         self.kernel_size, self.ground = kernel_size, ground
