@@ -101,29 +101,33 @@ def entropic_lmo(x: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, cos
     nu = torch.zeros_like(x) if nu is None else nu
     positive = cost[cost > 0]
 
-    def plan_at(mu, nu_):
-        return rows * torch.softmax(base - mu.view(shape) * cost_o - gather_window(nu_, k) / gamma, dim=2)
+    def capacity_term(nu_):  # ν gathered onto the entries that target each pixel; fixed while μ moves
+        return gather_window(nu_, k) / gamma
+
+    def plan_at(mu, nu_term):
+        return rows * torch.softmax(base - mu.view(shape) * cost_o - nu_term, dim=2)
 
     def bisect(nu_):
         # μ_hi: offset 0 (cost 0) then beats every other offset by ≥ 60γ, so the cost is ≤ e^-60·Σx·max C
+        nu_term = capacity_term(nu_)
         spread = scores.flatten(1).amax(1) - scores.flatten(1).amin(1) + nu_.flatten(1).amax(1)
         lo = torch.zeros(bsz, dtype=x.dtype, device=x.device)
         hi = (spread + 60 * gamma) / float(positive.min()) if positive.numel() else lo.clone()
-        feasible0 = plan_cost(plan_at(lo, nu_), cost) <= budget
+        feasible0 = plan_cost(plan_at(lo, nu_term), cost) <= budget
         for _ in range(bisections):
             mid = (lo + hi) / 2
-            ok = plan_cost(plan_at(mid, nu_), cost) <= budget
+            ok = plan_cost(plan_at(mid, nu_term), cost) <= budget
             hi = torch.where(ok, mid, hi)
             lo = torch.where(ok, lo, mid)
-        return torch.where(feasible0, torch.zeros_like(hi), hi)
+        return torch.where(feasible0, torch.zeros_like(hi), hi), nu_term
 
-    mu = bisect(nu)
+    mu, nu_term = bisect(nu)
     if rounds:
         for _ in range(rounds):
-            col = column_sums(plan_at(mu, nu), x.shape)
+            col = column_sums(plan_at(mu, capacity_term(nu)), x.shape)
             nu = (nu + gamma * torch.log(col.clamp_min(torch.finfo(x.dtype).tiny) / capacity)).clamp_min(0)
-        mu = bisect(nu)
-    plan = plan_at(mu, nu)
+        mu, nu_term = bisect(nu)
+    plan = plan_at(mu, nu_term)
     used = plan_cost(plan, cost)
     # rounding: land exactly on the budget by mixing with π⁰ (cost 0), which keeps rows and π ≥ 0
     over = used > budget
@@ -141,11 +145,18 @@ def cap_columns(plan: torch.Tensor, x: torch.Tensor, *, rounds: int = 100) -> to
     removed mass to its source's offset 0 (it stays home, cost 0). Returning mass can push a source over 1,
     hence rounds. Whatever remains over 1 after ``rounds`` is removed by mixing with π⁰ (no mass moved):
     the largest τ with x + τ(x'(π) − x) ≤ 1 (exact; τ = 0 in the worst case, π⁰ itself).
+    The rounds stop early at a fixed point: once a round leaves the plan bit for bit unchanged, every later
+    round would too (in float64 that happens after ~10–25 rounds, with columns still up to an ulp over 1,
+    which the mixing then removes), so the result is the one of all ``rounds`` rounds.
     """
     k = math.isqrt(plan.shape[2])
     centre = k * k // 2
     shape = x.shape
+    previous = None
     for _ in range(rounds):
+        if previous is not None and _same_bits(plan, previous):
+            break
+        previous = plan
         col = column_sums(plan, shape)
         if not bool((col > 1).any()):
             return plan
@@ -162,6 +173,15 @@ def cap_columns(plan: torch.Tensor, x: torch.Tensor, *, rounds: int = 100) -> to
     col = column_sums(plan, shape)
     tau = max_step_below_one(x, col)
     return identity_plan(x, k) + tau.view(-1, 1, 1, 1) * (plan - identity_plan(x, k))
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality (0.0 and −0.0 differ, NaNs with equal bits agree): the test for a fixed point."""
+    if a.dtype == torch.float64:
+        return torch.equal(a.view(torch.int64), b.view(torch.int64))
+    if a.dtype == torch.float32:
+        return torch.equal(a.view(torch.int32), b.view(torch.int32))
+    return torch.equal(a, b)
 
 
 def max_step_below_one(current: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
