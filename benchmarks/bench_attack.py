@@ -10,7 +10,8 @@ iterations), each method with its CLI defaults, on the first 8 mnist5k test digi
 (one round = one attack of the 8 digits; the ratio is the per-image speed-up of those iterations).
 
 * "reference": success_test="fixed": all 10,000 votes at every test (the procedure before the sequential test);
-* "ours": success_test="sequential": looks after 100, 1,000 and 10,000 votes (statistics.sequential_looks).
+* "ours": success_test="sequential": looks after 100, 300, 1,000, 3,000 and 10,000 votes
+  (statistics.sequential_looks).
 
 Correctness first: both attacks must return identical results (examples, radii, predictions, iterations) on
 these digits before anything is timed. The full-length (200-iteration) comparison is in RESULTS.md.

@@ -107,7 +107,7 @@ def test_smoothed_attack(checkpoint, tmp_path):
 
 
 def test_smoothed_attack_success_test_is_a_setting(checkpoint, tmp_path):
-    # --n-test 1000: looks after 100 and 1000 votes; the fixed test gives the same log on these digits
+    # --n-test 1000: looks after 100, 300 and 1000 votes; the fixed test gives the same log on these digits
     logs = {}
     for test in ("sequential", "fixed"):
         out = tmp_path / f"{test}.tsv"

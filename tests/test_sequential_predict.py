@@ -19,17 +19,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_looks_of_the_paper_setting():
     looks = sequential_looks(10_000, 0.05)
-    assert [m for m, _ in looks] == [100, 1000, 10_000]
-    assert looks[0][1] == looks[1][1] == pytest.approx(0.05 * 1e-3 / 2)
+    assert [m for m, _ in looks] == [100, 300, 1000, 3000, 10_000]
+    assert all(a == pytest.approx(0.05 * 1e-3 / 4) for _, a in looks[:-1])
     assert looks[-1][1] == pytest.approx(0.05 * (1 - 1e-3))
     assert sum(a for _, a in looks) <= 0.05 * (1 + 1e-12)
 
 
 def test_looks_that_cannot_decide_are_dropped():
-    # 64 votes: 1 and 7 votes can never reach p <= 2.5e-5, so the single look is the fixed test at alpha
+    # looks of fewer than 100 votes are dropped: n = 64 keeps one look, the fixed test at alpha
     assert sequential_looks(64, 0.05) == [(64, 0.05)]
-    looks = sequential_looks(1000, 0.05)  # 10 votes cannot decide at 5e-5; 100 can
-    assert [m for m, _ in looks] == [100, 1000]
+    assert sequential_looks(330, 0.05) == [(330, 0.05)]
+    looks = sequential_looks(1000, 0.05)  # 10 and 30 votes are dropped; alpha/1000 is shared by the other two
+    assert [m for m, _ in looks] == [100, 300, 1000] and looks[0][1] == pytest.approx(0.05 * 1e-3 / 2)
+    # a look that can never decide at its level is dropped too (100 votes reach p = 2^-99 at best)
+    assert sequential_looks(10_000, 1e-30, early_share=0.5)[0][0] == 300
     assert looks[0][1] >= 0 and 100 >= min_samples_to_predict(looks[0][1])
     assert sequential_looks(1, 0.05) == [(1, 0.05)]
     with pytest.raises(ValueError, match="n must"):
@@ -65,7 +68,7 @@ def _simulate(probs, looks, trials, rng, naive_alpha=None):
 
 def test_sequential_test_keeps_its_level_alpha():
     """Votes simulated (no model) under the hardest case for the test, two classes tied at 1/2 (any class
-    returned is an error, both sides counted), with n = 10,000 and the paper's looks 100/1,000/10,000.
+    returned is an error, both sides counted), with n = 10,000 and the default looks 100/300/1,000/3,000/10,000.
 
     Stated error rate: a returned class at most alpha = 0.05 (Bonferroni). The test fails only if the observed
     count exceeds the 1 − 1e-6 quantile of Binomial(trials, alpha): if the true rate were alpha, a false
@@ -158,7 +161,7 @@ def digits_smooth():
 
 @pytest.mark.parametrize("method", ["sinkhorn", "frank-wolfe", "flow"])
 def test_smoothed_attack_sequential_agrees_with_fixed(digits_smooth, method):
-    """Smoothed attacks with the sequential and the fixed success test (n_test = 2,000: looks 20/200/2,000) on
+    """Smoothed attacks with the sequential and the fixed success test (n_test = 2,000: looks 200/600/2,000) on
     the same digits: every example's outcome, radius, first-flip iteration and predictions agree, and the
     sequential test's answer on each returned example is what a fresh sequential predict says."""
     x, y = load_dataset("digits", "test")

@@ -85,12 +85,14 @@ def min_samples_to_predict(alpha: float) -> int:
 
 # The group-sequential predict (``sequential_looks``): early looks after these fractions of the n votes, which
 # together spend this share of α; the last look, at all n votes, spends the rest.
-SEQUENTIAL_FRACTIONS = (0.01, 0.1)
+SEQUENTIAL_FRACTIONS = (0.01, 0.03, 0.1, 0.3)
 SEQUENTIAL_EARLY_ALPHA_SHARE = 1e-3
+SEQUENTIAL_MIN_LOOK = 100  # fewer votes are cheap to count in full, and too few for a test at ~α/4000
 
 
 def sequential_looks(n: int, alpha: float, fractions=SEQUENTIAL_FRACTIONS,
-                     early_share: float = SEQUENTIAL_EARLY_ALPHA_SHARE) -> list[tuple[int, float]]:
+                     early_share: float = SEQUENTIAL_EARLY_ALPHA_SHARE,
+                     min_look: int = SEQUENTIAL_MIN_LOOK) -> list[tuple[int, float]]:
     """The looks [(m_1, α_1), …, (m_K = n, α_K)] of the group-sequential ``predict`` test.
 
     At look k the votes on samples [0, m_k) are tested as ``predict`` tests all n (top two counts, two-sided
@@ -104,18 +106,18 @@ def sequential_looks(n: int, alpha: float, fractions=SEQUENTIAL_FRACTIONS,
     each other. (Repeating the test at level α after every chunk would not be sound: under a tie it returns a
     class far more often than α.)
 
-    Early looks at ⌈f·n⌉ for f in ``fractions`` share ``early_share``·α equally; the last look gets
+    Early looks at ⌈f·n⌉ for f in ``fractions`` with at least ``min_look`` votes (and enough to ever decide at
+    their level, :func:`min_samples_to_predict`) share ``early_share``·α equally; the last look gets
     (1 − early_share)·α, so it differs from the fixed test only when that test's p-value lies in
-    ((1 − early_share)·α, α]. Early looks that could never decide (fewer votes than
-    :func:`min_samples_to_predict` at their level) are dropped; without any, the single look is (n, α): the
-    fixed test exactly.
+    ((1 − early_share)·α, α]. Without early looks (n ≤ 330 by default) the single look is (n, α): the fixed
+    test exactly.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     alpha = _check_alpha(alpha)
     if not 0.0 < early_share < 1.0:
         raise ValueError(f"early_share must be in (0, 1), got {early_share!r}")
-    sizes = sorted({math.ceil(f * n) for f in fractions if 0.0 < f < 1.0} - {n})
+    sizes = sorted(m for m in {math.ceil(f * n) for f in fractions if 0.0 < f < 1.0} if min_look <= m < n)
     if sizes:
         each = alpha * early_share / len(sizes)
         sizes = [m for m in sizes if m >= min_samples_to_predict(each)]

@@ -4,8 +4,8 @@ input checks, and the outer loop of attacks that carry a state (a coupling, a fl
 Smoothed targets (``docs/attacks.md`` §Attacking smoothed classifiers): gradients of the cross-entropy of the
 soft smoothed classifier (``soft_forward``, ``n_grad`` fresh samples per call); success decided by the hard
 smoothed prediction at level ``alpha`` with up to ``n_test`` samples (abstaining = fooled). ``success_test``
-picks how: "sequential" (default; ``Smooth.predict_batch_sequential``: looks after 1%, 10% and 100% of the
-samples, α split by Bonferroni, so a clear-cut image costs n_test/100 votes) or "fixed" (``predict_batch``,
+picks how: "sequential" (default; ``Smooth.predict_batch_sequential``: looks after 1%, 3%, 10%, 30% and 100% of
+the samples, α split by Bonferroni, so a clear-cut image costs n_test/100 votes) or "fixed" (``predict_batch``,
 all n_test votes every time: Cohen's ``predict`` as the paper ran it).
 """
 

@@ -37,8 +37,8 @@ class WassersteinPGD(StateAttack):
             "l2" (steps along the normalized gradient).
         n_grad: noise samples per gradient (smoothed mode; 128 in the paper); n_test, alpha, batch_size:
             the hard smoothed prediction used as success test (10,000 samples, α = 0.05 in the paper).
-        success_test: "sequential" (default: stops counting votes at the first of the looks after 1%, 10%,
-            100% of n_test that decides, α split by Bonferroni) or "fixed" (all n_test votes, Cohen's
+        success_test: "sequential" (default: stops counting votes at the first of the looks after 1%, 3%, 10%,
+            30%, 100% of n_test that decides, α split by Bonferroni) or "fixed" (all n_test votes, Cohen's
             ``predict``); see :mod:`.base`.
         sinkhorn_iter, sinkhorn_tol: the projection's iteration limit and its stopping tolerance (relative
             mass error of the projected image; its transport cost must also be ≤ ε(1 + 1e-3)).
