@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from wsmooth_ext import Smooth
-from wsmooth_ext.attacks import FlowAttack, FrankWolfeAttack, WassersteinPGD
+from wsmooth_ext.attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack, WassersteinPGD
 from wsmooth_ext.data import load_dataset
 from wsmooth_ext.smooth import ABSTAIN
 from wsmooth_ext.statistics import decide_look, min_samples_to_predict, sequential_looks
@@ -159,7 +159,7 @@ def digits_smooth():
     return model.eval()
 
 
-@pytest.mark.parametrize("method", ["sinkhorn", "frank-wolfe", "flow"])
+@pytest.mark.parametrize("method", ["sinkhorn", "frank-wolfe", "pgd-dual", "flow"])
 def test_smoothed_attack_sequential_agrees_with_fixed(digits_smooth, method):
     """Smoothed attacks with the sequential and the fixed success test (n_test = 2,000: looks 200/600/2,000) on
     the same digits: every example's outcome, radius, first-flip iteration and predictions agree, and the
@@ -174,6 +174,7 @@ def test_smoothed_attack_sequential_agrees_with_fixed(digits_smooth, method):
                       batch_size=500, success_test=test)
         attack = {"sinkhorn": lambda: WassersteinPGD(smooth, eps0=0.05, step=0.1, sinkhorn_iter=50, **common),
                   "frank-wolfe": lambda: FrankWolfeAttack(smooth, eps=0.05, **common),
+                  "pgd-dual": lambda: DualProjectionPGD(smooth, eps=0.05, **common),
                   "flow": lambda: FlowAttack(smooth, eps=0.05, **common)}[method]()
         results[test] = attack.attack(x, y, keys=keys)
         if test == "sequential":
@@ -191,3 +192,4 @@ def test_success_test_argument():
         WassersteinPGD(model, success_test="bonferroni")
     assert FlowAttack(model).success_test == "sequential"
     assert FrankWolfeAttack(model, success_test="fixed").success_test == "fixed"
+    assert DualProjectionPGD(model).success_test == "sequential"

@@ -262,8 +262,8 @@ class Smooth:
         n = _check_int("n", n)
         check_vote_budget("n", n)
         alpha = statistics._check_alpha(alpha)
-        batch_size = None if batch_size is None else _check_int("batch_size", batch_size)
-        x = _check_images(x, 4)
+        x = _check_images(x, 4)  # once: every look below counts votes on checked arguments
+        batch_size = self._batch_size(x, batch_size)
         keys = self._keys(x, keys)
         if looks is None:
             looks = statistics.sequential_looks(n, alpha)
@@ -285,8 +285,7 @@ class Smooth:
             if undecided.numel() == 0:
                 break
             rows = undecided.to(x.device)
-            counts[undecided] += self.count_classes(x[rows], int(m) - counted, batch_size, sample_offset=counted,
-                                                    keys=keys[undecided])
+            counts[undecided] += self._votes(x[rows], int(m) - counted, batch_size, counted, keys[undecided])
             samples[undecided] = int(m)
             counted = int(m)
             still = []
