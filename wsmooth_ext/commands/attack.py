@@ -153,7 +153,7 @@ def _load_target(args, device):
         raise UserError(f"checkpoint {args.checkpoint} records no num_classes")
     notes = []
     settings = {"mode": "plain", "noise": None, "sigma": None, "n_grad": None, "n_test": None, "alpha": None,
-                "seed": None, "success_test": None}
+                "seed": None}
     target = model
     if args.smoothed:
         noise = args.noise or meta.get("noise")
@@ -164,8 +164,7 @@ def _load_target(args, device):
             raise UserError(f"--sigma is required: checkpoint {args.checkpoint} records no sigma")
         target = Smooth(model, num_classes, sigma, noise=noise, seed=args.seed)
         settings = {"mode": "smoothed", "noise": noise, "sigma": float(sigma), "n_grad": args.n_grad,
-                    "n_test": args.n_test, "alpha": float(args.alpha), "seed": args.seed,
-                    "success_test": args.success_test}
+                    "n_test": args.n_test, "alpha": float(args.alpha), "seed": args.seed}
         if meta.get("noise") not in (None, "none") and (meta.get("noise"), meta.get("sigma")) != (noise, sigma):
             notes.append(f"note: the checkpoint was trained with noise {meta.get('noise')} sigma "
                          f"{meta.get('sigma')}; smoothed with {noise} sigma {sigma}")
