@@ -103,6 +103,29 @@ def test_smoothed_attack(checkpoint, tmp_path):
     saved = torch.load(adv_path, weights_only=True)
     again = smooth.predict_batch(saved["adv"], n=64, alpha=0.05, batch_size=256, keys=saved["idx"])
     assert again.tolist() == [r["adv_predict"] for r in rows]
+    assert {r["success_test"] for r in rows} == {"sequential"}
+
+
+def test_smoothed_attack_success_test_is_a_setting(checkpoint, tmp_path):
+    # --n-test 1000: looks after 100, 300 and 1000 votes; the fixed test gives the same log on these digits
+    logs = {}
+    for test in ("sequential", "fixed"):
+        out = tmp_path / f"{test}.tsv"
+        assert main(["attack", str(checkpoint), "--dataset", "digits", "--max", "2", "--smoothed", "--n-grad", "4",
+                     "--n-test", "1000", "--batch", "500", "--seed", "7", "--out", str(out), "--success-test", test,
+                     *FAST[:2], "--max-iter", "3", *FAST[4:]]) == 0
+        _, logs[test] = read_log(out)
+        assert {r["success_test"] for r in logs[test]} == {test}
+    for s, f in zip(logs["sequential"], logs["fixed"]):
+        assert (s["predict"], s["adv_predict"], s["success"], s["radius"]) == (
+            f["predict"], f["adv_predict"], f["success"], f["radius"])
+    # a log is resumed only with the test it was written with
+    assert main(["attack", str(checkpoint), "--dataset", "digits", "--max", "3", "--smoothed", "--n-grad", "4",
+                 "--n-test", "1000", "--batch", "500", "--seed", "7", "--out", str(tmp_path / "fixed.tsv"),
+                 *FAST[:2], "--max-iter", "3", *FAST[4:], "--resume"]) == 2
+    plain = tmp_path / "plain.tsv"
+    assert main(["attack", str(checkpoint), "--dataset", "digits", "--max", "1", "--out", str(plain), *FAST]) == 0
+    assert read_log(plain)[1][0]["success_test"] is None
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -10,7 +10,8 @@ from scipy.optimize import linprog
 from torch import nn
 
 from wsmooth_ext.attacks.frank_wolfe import (FrankWolfeAttack, cap_columns, column_sums, entropic_lmo,
-                                             gather_window, identity_plan, plan_cost, window_cost)
+                                             gather_window, identity_plan, max_step_below_one, plan_cost,
+                                             window_cost)
 from wsmooth_ext.data import load_dataset
 from wsmooth_ext.wasserstein import wasserstein_distance
 
@@ -108,6 +109,44 @@ def test_cap_columns_keeps_rows_and_cost():
     assert bool((plan_cost(capped, cost) <= plan_cost(plan, cost) + 1e-12).all())
     assert bool((capped[~valid.expand_as(capped)] == 0).all())
 
+
+
+def _cap_columns_every_round(plan, x, rounds=100):
+    """cap_columns as it was before its fixed-point exit: all rounds run unless every column is <= 1."""
+    k = math.isqrt(plan.shape[2])
+    centre = k * k // 2
+    for _ in range(rounds):
+        col = column_sums(plan, x.shape)
+        if not bool((col > 1).any()):
+            return plan
+        moved = plan.clone()
+        moved[:, :, centre] = 0
+        incoming = column_sums(moved, x.shape)
+        stay = plan[:, :, centre].reshape(x.shape)
+        factor = torch.where(col > 1, ((1 - stay) / incoming.clamp_min(torch.finfo(x.dtype).tiny)).clamp(0, 1),
+                             torch.ones_like(col))
+        keep = moved * gather_window(factor, k)
+        back = (moved - keep).sum(dim=2)
+        plan = keep
+        plan[:, :, centre] = stay.flatten(2) + back
+    tau = max_step_below_one(x, column_sums(plan, x.shape))
+    return identity_plan(x, k) + tau.view(-1, 1, 1, 1) * (plan - identity_plan(x, k))
+
+
+def test_cap_columns_fixed_point_exit_changes_no_bit():
+    # digits with LMO-like plans that pile mass onto pixels: the rounds reach a fixed point with columns an ulp
+    # over 1, stop there, and return bit for bit what 100 rounds returned
+    x, _ = load_dataset("mnist5k", "test")
+    x = x[:6].double()
+    k = 5
+    gen = torch.Generator().manual_seed(4)
+    valid = gather_window(torch.ones(1, 1, 28, 28, dtype=torch.float64), k) > 0.5
+    raw = torch.rand(6, 1, k * k, 784, generator=gen, dtype=torch.float64).pow(8) * valid
+    plan = raw / raw.sum(dim=2, keepdim=True) * x.reshape(6, 1, 1, 784)
+    assert float(column_sums(plan, x.shape).max()) > 1
+    for rounds in (3, 100):
+        ours, reference = cap_columns(plan, x, rounds=rounds), _cap_columns_every_round(plan, x, rounds=rounds)
+        assert torch.equal(ours.view(torch.int64), reference.view(torch.int64))
 
 @pytest.mark.parametrize("ground", ["l2", "l1"])
 def test_examples_are_feasible_on_digits(linear_digits, ground):

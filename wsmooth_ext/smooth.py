@@ -10,7 +10,7 @@ result for an image depends only on (seed, key), never on batching or sharding. 
 procedures use disjoint ranges of sample indices, so their draws are independent:
 
 * ``certify``: selection samples [0, n0), estimation samples [n0, n0 + n);
-* ``predict``: samples [0, n);
+* ``predict``: samples [0, n) (``predict_batch_sequential``: the prefixes [0, m_k) of the same range);
 * ``soft_forward``: fresh samples from ``noises.SOFT_SAMPLES`` on every call (a per-object counter).
 
 The ranges are reserved in :mod:`wsmooth_ext.noises`.
@@ -245,6 +245,58 @@ class Smooth:
             pvalues.append(pvalue)
             predictions[b] = ABSTAIN if pvalue > alpha else int(top2.indices[b, 0])
         return predictions, counts, pvalues
+
+    def predict_batch_sequential(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = None,
+                                 keys=None, looks=None):
+        """Group-sequential ``predict`` for each image of x [B, C, H, W]: stops counting an image's votes at the
+        first look that decides (:func:`statistics.sequential_looks`; Bonferroni, sound at level α).
+
+        Votes come from the same samples [0, n) as ``predict_batch``; look k counts the prefix [0, m_k) and
+        tests it at α_k. The images still undecided after a look are counted further together, so a batch
+        of clear-cut images costs ~m_1 votes each instead of n. ``looks``: [(m_k, α_k), …] to override the
+        default schedule (sizes increasing, the last ≤ n; the caller answers for Σ α_k ≤ α).
+
+        Returns (predictions [B] int64 with ABSTAIN, counts [B, num_classes] of the votes counted, samples [B]
+        int64: how many votes each image used, the m_k of its deciding look or of the last look).
+        """
+        n = _check_int("n", n)
+        check_vote_budget("n", n)
+        alpha = statistics._check_alpha(alpha)
+        x = _check_images(x, 4)  # once: every look below counts votes on checked arguments
+        batch_size = self._batch_size(x, batch_size)
+        keys = self._keys(x, keys)
+        if looks is None:
+            looks = statistics.sequential_looks(n, alpha)
+        sizes = [m for m, _ in looks]
+        if (not sizes or any(isinstance(m, bool) or not isinstance(m, numbers.Integral) for m in sizes)
+                or sizes != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] > n):
+            raise ValueError(f"looks must have increasing sample counts in [1, n={n}], got {sizes}")
+        if n < statistics.min_samples_to_predict(alpha):
+            warnings.warn(f"n={n} is too small to ever predict at alpha={alpha}: every prediction will "
+                          f"abstain (need n >= {statistics.min_samples_to_predict(alpha)})", UserWarning,
+                          stacklevel=3)
+        bsz = x.shape[0]
+        counts = torch.zeros(bsz, self.num_classes, dtype=torch.int64)
+        predictions = torch.full((bsz,), ABSTAIN, dtype=torch.int64)
+        samples = torch.zeros(bsz, dtype=torch.int64)
+        undecided = torch.arange(bsz)
+        counted = 0
+        for m, level in looks:
+            if undecided.numel() == 0:
+                break
+            rows = undecided.to(x.device)
+            counts[undecided] += self._votes(x[rows], int(m) - counted, batch_size, counted, keys[undecided])
+            samples[undecided] = int(m)
+            counted = int(m)
+            still = []
+            for b in undecided.tolist():
+                top, decided = statistics.decide_look(counts[b].tolist(), level)
+                if decided:
+                    predictions[b] = top
+                else:
+                    still.append(b)
+            undecided = torch.tensor(still, dtype=torch.int64)
+        return predictions, counts, samples
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = None, key: int = 0) -> int:
         """Cohen's ``predict`` for one image x [C, H, W]: the class, or ABSTAIN."""

@@ -3,7 +3,10 @@ input checks, and the outer loop of attacks that carry a state (a coupling, a fl
 
 Smoothed targets (``docs/attacks.md`` §Attacking smoothed classifiers): gradients of the cross-entropy of the
 soft smoothed classifier (``soft_forward``, ``n_grad`` fresh samples per call); success decided by the hard
-smoothed prediction (``predict_batch``, ``n_test`` samples, binomial test at ``alpha``; abstaining = fooled).
+smoothed prediction at level ``alpha`` with up to ``n_test`` samples (abstaining = fooled). ``success_test``
+picks how: "sequential" (default; ``Smooth.predict_batch_sequential``: looks after 1%, 3%, 10%, 30% and 100% of
+the samples, α split by Bonferroni, so a clear-cut image costs n_test/100 votes) or "fixed" (``predict_batch``,
+all n_test votes every time: Cohen's ``predict`` as the paper ran it).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ class AttackResult:
     iterations: torch.Tensor
 
 
+SUCCESS_TESTS = ("sequential", "fixed")
+
+
 def _is_smoothed(obj) -> bool:
     return callable(getattr(obj, "soft_forward", None)) and callable(getattr(obj, "predict_batch", None))
 
@@ -53,7 +59,7 @@ def _positive(name, value, integer=False, minimum_exclusive=0.0):
 class TargetAttack:
     """Base: the attacked classifier and the pieces every attack uses."""
 
-    def _init_target(self, model_or_callable, n_grad, n_test, alpha, batch_size):
+    def _init_target(self, model_or_callable, n_grad, n_test, alpha, batch_size, success_test="sequential"):
         if not callable(model_or_callable) and not _is_smoothed(model_or_callable):
             raise ValueError("model_or_callable must be a classifier (callable returning logits) or a Smooth, "
                              f"got {type(model_or_callable).__name__}")
@@ -65,6 +71,9 @@ class TargetAttack:
         if self.alpha >= 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         self.batch_size = _positive("batch_size", batch_size, integer=True)
+        if success_test not in SUCCESS_TESTS:
+            raise ValueError(f"success_test must be one of {SUCCESS_TESTS}, got {success_test!r}")
+        self.success_test = success_test
 
     def _init_schedule(self, eps0, eps_factor, eps_every, max_iter):
         self.eps0 = _positive("eps0", eps0)
@@ -80,8 +89,12 @@ class TargetAttack:
         """Hard prediction [N] (int64, on x's device): base argmax, or the smoothed prediction (−1 abstain)."""
         with torch.no_grad():
             if self.smoothed:
-                pred = self.model.predict_batch(x, n=self.n_test, alpha=self.alpha, batch_size=self.batch_size,
-                                                keys=keys.cpu())
+                if self.success_test == "sequential":
+                    pred = self.model.predict_batch_sequential(x, n=self.n_test, alpha=self.alpha,
+                                                               batch_size=self.batch_size, keys=keys.cpu())[0]
+                else:
+                    pred = self.model.predict_batch(x, n=self.n_test, alpha=self.alpha, batch_size=self.batch_size,
+                                                    keys=keys.cpu())
                 return torch.as_tensor(pred, dtype=torch.int64).to(x.device)
             return self.model(x).argmax(dim=1)
 

@@ -93,19 +93,20 @@ class DualProjectionPGD(StateAttack):
 
     Args:
         model_or_callable: classifier returning logits, or a ``Smooth`` (gradient of ``soft_forward``,
-            success by ``predict_batch``; abstaining = fooled).
+            success by the hard smoothed prediction; abstaining = fooled).
         eps: the radius ε (mass-normalized units; budget ⟨π, C⟩ ≤ ε·s). With ``eps_factor`` > 1 the initial
             radius of the growing-ε mode (as in :class:`.FrankWolfeAttack`); with 1 (default) fixed.
         step: ascent step on π per iteration, in pixel-mass units per coupling entry, after normalizing the
             gradient to max |G| = 1 per example.
         kernel_size: k of the transport window; ground: "l2" (cost ‖o‖₂) or "l1" (‖o‖₁).
-        n_grad, n_test, alpha, batch_size: as in :class:`.WassersteinPGD` (smoothed targets).
+        n_grad, n_test, alpha, batch_size, success_test: as in :class:`.WassersteinPGD` (smoothed targets).
     """
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, step: float = 0.1, kernel_size: int = 5,
                  ground: str = "l2", max_iter: int = 100, eps_factor: float = 1.0, eps_every: int = 10,
-                 n_grad: int = 128, n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size)
+                 n_grad: int = 128, n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000,
+                 success_test: str = "sequential"):
+        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.cost = window_cost(kernel_size, ground, dtype=torch.float64)  # validates both
         self.kernel_size, self.ground = kernel_size, ground

@@ -81,13 +81,13 @@ class FlowAttack(StateAttack):
             With eps_factor > 1 the initial radius of a growing schedule (as :class:`FrankWolfeAttack`).
         max_iter, eps_factor, eps_every: the schedule; step: step length as a fraction of ε (L2 norm of the
             gradient step, before projection).
-        n_grad, n_test, alpha, batch_size: smoothed targets, as :class:`WassersteinPGD`.
+        n_grad, n_test, alpha, batch_size, success_test: smoothed targets, as :class:`WassersteinPGD`.
     """
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, max_iter: int = 100, eps_factor: float = 1.0,
                  eps_every: int = 10, step: float = 0.05, n_grad: int = 128, n_test: int = 10000,
-                 alpha: float = 0.05, batch_size: int = 1000):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size)
+                 alpha: float = 0.05, batch_size: int = 1000, success_test: str = "sequential"):
+        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.step = _positive("step", step)
 

@@ -101,29 +101,33 @@ def entropic_lmo(x: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, cos
     nu = torch.zeros_like(x) if nu is None else nu
     positive = cost[cost > 0]
 
-    def plan_at(mu, nu_):
-        return rows * torch.softmax(base - mu.view(shape) * cost_o - gather_window(nu_, k) / gamma, dim=2)
+    def capacity_term(nu_):  # ν gathered onto the entries that target each pixel; fixed while μ moves
+        return gather_window(nu_, k) / gamma
+
+    def plan_at(mu, nu_term):
+        return rows * torch.softmax(base - mu.view(shape) * cost_o - nu_term, dim=2)
 
     def bisect(nu_):
         # μ_hi: offset 0 (cost 0) then beats every other offset by ≥ 60γ, so the cost is ≤ e^-60·Σx·max C
+        nu_term = capacity_term(nu_)
         spread = scores.flatten(1).amax(1) - scores.flatten(1).amin(1) + nu_.flatten(1).amax(1)
         lo = torch.zeros(bsz, dtype=x.dtype, device=x.device)
         hi = (spread + 60 * gamma) / float(positive.min()) if positive.numel() else lo.clone()
-        feasible0 = plan_cost(plan_at(lo, nu_), cost) <= budget
+        feasible0 = plan_cost(plan_at(lo, nu_term), cost) <= budget
         for _ in range(bisections):
             mid = (lo + hi) / 2
-            ok = plan_cost(plan_at(mid, nu_), cost) <= budget
+            ok = plan_cost(plan_at(mid, nu_term), cost) <= budget
             hi = torch.where(ok, mid, hi)
             lo = torch.where(ok, lo, mid)
-        return torch.where(feasible0, torch.zeros_like(hi), hi)
+        return torch.where(feasible0, torch.zeros_like(hi), hi), nu_term
 
-    mu = bisect(nu)
+    mu, nu_term = bisect(nu)
     if rounds:
         for _ in range(rounds):
-            col = column_sums(plan_at(mu, nu), x.shape)
+            col = column_sums(plan_at(mu, capacity_term(nu)), x.shape)
             nu = (nu + gamma * torch.log(col.clamp_min(torch.finfo(x.dtype).tiny) / capacity)).clamp_min(0)
-        mu = bisect(nu)
-    plan = plan_at(mu, nu)
+        mu, nu_term = bisect(nu)
+    plan = plan_at(mu, nu_term)
     used = plan_cost(plan, cost)
     # rounding: land exactly on the budget by mixing with π⁰ (cost 0), which keeps rows and π ≥ 0
     over = used > budget
@@ -141,11 +145,18 @@ def cap_columns(plan: torch.Tensor, x: torch.Tensor, *, rounds: int = 100) -> to
     removed mass to its source's offset 0 (it stays home, cost 0). Returning mass can push a source over 1,
     hence rounds. Whatever remains over 1 after ``rounds`` is removed by mixing with π⁰ (no mass moved):
     the largest τ with x + τ(x'(π) − x) ≤ 1 (exact; τ = 0 in the worst case, π⁰ itself).
+    The rounds stop early at a fixed point: once a round leaves the plan bit for bit unchanged, every later
+    round would too (in float64 that happens after ~10–25 rounds, with columns still up to an ulp over 1,
+    which the mixing then removes), so the result is the one of all ``rounds`` rounds.
     """
     k = math.isqrt(plan.shape[2])
     centre = k * k // 2
     shape = x.shape
+    previous = None
     for _ in range(rounds):
+        if previous is not None and _same_bits(plan, previous):
+            break
+        previous = plan
         col = column_sums(plan, shape)
         if not bool((col > 1).any()):
             return plan
@@ -164,6 +175,15 @@ def cap_columns(plan: torch.Tensor, x: torch.Tensor, *, rounds: int = 100) -> to
     return identity_plan(x, k) + tau.view(-1, 1, 1, 1) * (plan - identity_plan(x, k))
 
 
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality (0.0 and −0.0 differ, NaNs with equal bits agree): the test for a fixed point."""
+    if a.dtype == torch.float64:
+        return torch.equal(a.view(torch.int64), b.view(torch.int64))
+    if a.dtype == torch.float32:
+        return torch.equal(a.view(torch.int32), b.view(torch.int32))
+    return torch.equal(a, b)
+
+
 def max_step_below_one(current: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Largest τ ∈ [0, 1] per example with current + τ(target − current) ≤ 1 everywhere (current ≤ 1)."""
     rise = (target - current).flatten(1)
@@ -178,7 +198,7 @@ class FrankWolfeAttack(StateAttack):
 
     Args:
         model_or_callable: classifier returning logits, or a ``Smooth`` (gradient of ``soft_forward``,
-            success by ``predict_batch``; abstaining = fooled).
+            success by the hard smoothed prediction; abstaining = fooled).
         eps: the radius ε (mass-normalized units; budget ⟨π, C⟩ ≤ ε·s). With ``eps_factor`` > 1 it is the
             initial radius, multiplied by eps_factor after every ``eps_every`` iterations for the examples
             still standing (growing-ε mode; radius = the ε in force at the first flip); with eps_factor = 1
@@ -187,14 +207,15 @@ class FrankWolfeAttack(StateAttack):
         gamma: entropy weight of the LMO, in units of the per-example normalized gradient (max |G| = 1).
         capacity_rounds: Bregman steps on the capacity multipliers ν per LMO (warm-started across iterations;
             0: none). They keep the LMO from piling mass onto pixels that the column capping then empties.
-        n_grad, n_test, alpha, batch_size: as in :class:`WassersteinPGD` (smoothed targets).
+        n_grad, n_test, alpha, batch_size, success_test: as in :class:`WassersteinPGD` (smoothed targets).
     """
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, kernel_size: int = 5, ground: str = "l2",
                  max_iter: int = 100, eps_factor: float = 1.0, eps_every: int = 10, gamma: float = 0.03,
                  capacity_rounds: int = 10, n_grad: int = 128,
-                 n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size)
+                 n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000,
+                 success_test: str = "sequential"):
+        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.cost = window_cost(kernel_size, ground, dtype=torch.float64)  # validates both
         self.kernel_size, self.ground = kernel_size, ground

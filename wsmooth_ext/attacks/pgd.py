@@ -3,7 +3,7 @@
 The attack works on plain classifiers (``nn.Module`` or any callable returning logits) and on smoothed
 classifiers (:class:`wsmooth_ext.Smooth`): then gradients come from the soft smoothed classifier
 (``soft_forward``, fresh noise every iteration) and success is decided by the hard smoothed prediction
-(``predict_batch``: n samples, binomial test at α; abstaining counts as fooled, as in the paper §6.2).
+(at most n samples, binomial test at α; abstaining counts as fooled, as in the paper §6.2).
 
 The recorded radius is the *nominal* ε of the entropic ball in force when an example first flips. That
 projection is approximate and clamping to [0, 1] changes mass, so report the exact W1 of the returned
@@ -37,6 +37,9 @@ class WassersteinPGD(StateAttack):
             "l2" (steps along the normalized gradient).
         n_grad: noise samples per gradient (smoothed mode; 128 in the paper); n_test, alpha, batch_size:
             the hard smoothed prediction used as success test (10,000 samples, α = 0.05 in the paper).
+        success_test: "sequential" (default: stops counting votes at the first of the looks after 1%, 3%, 10%,
+            30%, 100% of n_test that decides, α split by Bonferroni) or "fixed" (all n_test votes, Cohen's
+            ``predict``); see :mod:`.base`.
         sinkhorn_iter, sinkhorn_tol: the projection's iteration limit and its stopping tolerance (relative
             mass error of the projected image; its transport cost must also be ≤ ε(1 + 1e-3)).
     """
@@ -45,8 +48,8 @@ class WassersteinPGD(StateAttack):
                  eps0: float = 0.3, eps_factor: float = 1.1, eps_every: int = 10, max_iter: int = 200,
                  step: float = 0.1, norm: str = "linf", *, n_grad: int = 128, n_test: int = 10000,
                  alpha: float = 0.05, batch_size: int = 1000, sinkhorn_iter: int = 400,
-                 sinkhorn_tol: float = 1e-4):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size)
+                 sinkhorn_tol: float = 1e-4, success_test: str = "sequential"):
+        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self.p = _positive("p", p)
         self.cost = local_cost(kernel_size, self.p, dtype=torch.float64)  # validates kernel_size
         self.kernel_size = kernel_size

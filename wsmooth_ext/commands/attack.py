@@ -32,7 +32,11 @@ schedule at each growth). --p, --reg, --norm and --sinkhorn-* apply to sinkhorn 
 pgd-dual; --ground to frank-wolfe and pgd-dual.
 
 --smoothed attacks the smoothed classifier: gradients of the mean softmax over --n-grad fresh noise samples,
-success when the hard smoothed prediction (--n-test samples, binomial test at --alpha) is wrong or abstains.
+success when the hard smoothed prediction (at most --n-test samples, binomial test at --alpha) is wrong or
+abstains. --success-test sequential (default) tests the votes after 1%, 3%, 10%, 30% and 100% of --n-test and
+stops at the first look that decides, alpha split over the looks (Bonferroni: 0.1% of alpha for the early looks
+together, the rest for the last), so it stays a level-alpha test and a clear-cut image costs --n-test/100
+votes; --success-test fixed counts all --n-test votes every time (Cohen's predict, as the paper ran it).
 --noise/--sigma default to the checkpoint's. An image's noise depends only on (--seed, its index).
 
 Log columns: idx label predict radius w1 success time, then adv_predict w1_l1 iterations mass_change
@@ -68,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-grad", type=int, default=128, help="noise samples per gradient (default 128)")
     g.add_argument("--n-test", type=int, default=10000, help="noise samples per success test (default 10000)")
     g.add_argument("--alpha", type=float, default=0.05, help="binomial-test level of the success test (default 0.05)")
+    g.add_argument("--success-test", default="sequential", choices=("sequential", "fixed"),
+                   help="sequential: stop counting votes at the first of the looks after 1%%, 3%%, 10%%, 30%%, 100%% of "
+                        "--n-test that decides (level alpha overall; default); fixed: all --n-test votes")
     g.add_argument("--batch", type=int, default=1000, help="noisy images per forward pass (default 1000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     a = parser.add_argument_group("attack")
@@ -179,7 +186,7 @@ def build_attack(args, target):
 
     eps0, factor = (args.eps, 1.0) if args.eps is not None else (args.eps0, args.eps_factor)
     common = dict(eps_factor=factor, eps_every=args.eps_every, max_iter=args.max_iter, n_grad=args.n_grad,
-                  n_test=args.n_test, alpha=args.alpha, batch_size=args.batch)
+                  n_test=args.n_test, alpha=args.alpha, batch_size=args.batch, success_test=args.success_test)
     if args.method == "frank-wolfe":
         return FrankWolfeAttack(target, eps=eps0, kernel_size=args.kernel_size, ground=args.ground,
                                 gamma=args.gamma, **common)

@@ -102,10 +102,12 @@ def attack_to_log(attack, images: torch.Tensor, labels: torch.Tensor, indices: l
     """Attack ``images[i]`` for i in ``indices`` (key = i) and append one row per image to ``out``.
 
     ``settings`` (and ``identity``: what produced the run, e.g. the checkpoint's hash) are recorded in every
-    row and must match on ``resume``. See the module docstring for ``save_adv``.
+    row and must match on ``resume``; the attack's success test (``success_test``, smoothed targets) is added
+    to them here, so every caller logs it. See the module docstring for ``save_adv``.
     """
     if save_adv is not None and save_adv.exists() and not resume:
         raise FileExistsError(f"{save_adv} already exists; pass --resume or remove it")
+    settings = {**settings, "success_test": attack.success_test if getattr(attack, "smoothed", False) else None}
     columns = attack_columns(settings)
     settings = {**settings, **identity_settings(identity)}
     label_of = {i: int(labels[i]) for i in indices}
