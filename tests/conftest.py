@@ -37,6 +37,28 @@ def wong_digits_model(seed: int = 0):
 
 
 @pytest.fixture(scope="session")
+def digits_model():
+    """A logistic-regression classifier of the 8×8 digits, trained full-batch in about a second: the target of
+    the attack tests on plain and smoothed classifiers."""
+    from torch import nn
+
+    from wsmooth_ext.data import load_dataset
+
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, y = load_dataset("digits", "train")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    torch.set_num_threads(before)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def linear_digits():
     """A linear classifier of 2,000 mnist5k training digits (about 60 Adam steps): a small real target for the
     attack tests, trained once per test run."""

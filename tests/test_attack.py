@@ -79,23 +79,6 @@ def test_wrong_from_start_and_never_fooled():
     assert torch.equal(result.clean_prediction, torch.tensor([0, 0, 0]))
 
 
-@pytest.fixture(scope="module")
-def digits_model():
-    """A logistic-regression digit classifier (8×8 digits), trained full-batch in about a second."""
-    torch.manual_seed(0)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    x, y = load_dataset("digits", "train")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    torch.set_num_threads(before)
-    return model.eval()
-
-
 def test_attack_flips_a_trained_model(digits_model):
     x, y = load_dataset("digits", "test")
     x, y = x[:12], y[:12]

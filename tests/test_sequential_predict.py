@@ -146,21 +146,8 @@ def test_predict_sequential_with_one_look_is_predict():
         smooth.predict_batch_sequential(x, 64, 0.05, looks=[(32, 0.01), (16, 0.01)])
 
 
-@pytest.fixture(scope="module")
-def digits_smooth():
-    torch.manual_seed(0)
-    x, y = load_dataset("digits", "train")
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.mark.parametrize("method", ["sinkhorn", "frank-wolfe", "pgd-dual", "flow"])
-def test_smoothed_attack_sequential_agrees_with_fixed(digits_smooth, method):
+def test_smoothed_attack_sequential_agrees_with_fixed(digits_model, method):
     """Smoothed attacks with the sequential and the fixed success test (n_test = 2,000: looks 200/600/2,000) on
     the same digits: every example's outcome, radius, first-flip iteration and predictions agree, and the
     sequential test's answer on each returned example is what a fresh sequential predict says."""
@@ -169,7 +156,7 @@ def test_smoothed_attack_sequential_agrees_with_fixed(digits_smooth, method):
     keys = torch.arange(200, 206)
     results = {}
     for test in ("fixed", "sequential"):
-        smooth = Smooth(digits_smooth, num_classes=10, sigma=0.005, noise="flow-laplace", seed=3)
+        smooth = Smooth(digits_model, num_classes=10, sigma=0.005, noise="flow-laplace", seed=3)
         common = dict(eps_factor=1.5, eps_every=2, max_iter=6, n_grad=8, n_test=2000, alpha=0.05,
                       batch_size=500, success_test=test)
         attack = {"sinkhorn": lambda: WassersteinPGD(smooth, eps0=0.05, step=0.1, sinkhorn_iter=50, **common),
