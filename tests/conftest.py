@@ -40,38 +40,33 @@ def wong_digits_model(seed: int = 0):
 def digits_model():
     """A logistic-regression classifier of the 8×8 digits, trained full-batch in about a second: the target of
     the attack tests on plain and smoothed classifiers."""
-    from torch import nn
-
     from wsmooth_ext.data import load_dataset
 
-    torch.manual_seed(0)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    x, y = load_dataset("digits", "train")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    model = _linear_classifier(*load_dataset("digits", "train"), lr=0.05, steps=150)
     torch.set_num_threads(before)
-    return model.eval()
+    return model
 
 
 @pytest.fixture(scope="session")
 def linear_digits():
     """A linear classifier of 2,000 mnist5k training digits (about 60 Adam steps): a small real target for the
     attack tests, trained once per test run."""
-    from torch import nn
-
     from wsmooth_ext.data import load_dataset
 
-    torch.manual_seed(0)
     x, y = load_dataset("mnist5k", "train")
-    x, y = x[:2000], y[:2000]
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(60):
+    return _linear_classifier(x[:2000], y[:2000], lr=0.01, steps=60)
+
+
+def _linear_classifier(x, y, lr: float, steps: int):
+    """Logistic regression of images x [N, C, H, W] on labels y: full-batch Adam from seed 0, in eval mode."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 10))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()

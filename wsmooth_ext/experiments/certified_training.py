@@ -28,13 +28,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..methods import METHODS
-from . import _folder
+from . import _checks, _folder
 
 __all__ = ["DATASETS", "DEFAULT_RADII", "QUICK", "Run", "Settings", "check_output", "check_radii", "check_settings",
            "command_line", "format_table", "run_certified_training"]
@@ -110,14 +109,7 @@ def check_settings(settings: Settings) -> Settings:
     if not isinstance(settings, Settings):
         raise ValueError(f"settings must be a {__name__}.Settings, got {type(settings).__name__}")
     s = settings
-    methods = tuple(s.methods)
-    if not methods:
-        raise ValueError("--methods must name at least one method")
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"--methods: unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"--methods names a method twice: {','.join(methods)}")
+    methods = _checks.names("methods", s.methods, METHODS, "method")
     sigmas = tuple(noises.check_sigma(sigma, "--sigmas: each sigma") for sigma in s.sigmas)
     if not sigmas:
         raise ValueError("--sigmas must give at least one sigma")
@@ -125,23 +117,15 @@ def check_settings(settings: Settings) -> Settings:
         raise ValueError(f"--sigmas names a sigma twice: {_format_value(sigmas)}")
     if s.dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {', '.join(DATASETS)} (images {ARCH} takes), got {s.dataset!r}")
-    for name in ("train_size", "epochs", "batch", "max_images", "n0", "samples"):
-        value = getattr(s, name)
-        if name == "train_size" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{option(name)} must be an integer >= 1, got {value!r}")
-    if s.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {s.optimizer!r}")
-    for name, low_ok in (("lr", False), ("momentum", True), ("weight_decay", True)):
-        value = getattr(s, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
-                value >= 0 if low_ok else value > 0):
-            raise ValueError(f"{option(name)} must be a finite number {'>= 0' if low_ok else '> 0'}, got {value!r}")
-    if isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed < 2 ** 63:
-        raise ValueError(f"--seed must be an integer in [0, 2**63), got {s.seed!r}")
-    if s.noise not in noises.NOISES:
-        raise ValueError(f"--noise must be one of {', '.join(noises.NOISES)}, got {s.noise!r}")
+    _checks.integer("train_size", s.train_size, allow_none=True)
+    for name in ("epochs", "batch", "max_images", "n0", "samples"):
+        _checks.integer(name, getattr(s, name))
+    _checks.choices("optimizer", s.optimizer, OPTIMIZERS)
+    lr = _checks.number("lr", s.lr)
+    momentum = _checks.number("momentum", s.momentum, positive=False)
+    weight_decay = _checks.number("weight_decay", s.weight_decay, positive=False)
+    _checks.seed(s.seed)
+    _checks.choices("noise", s.noise, noises.NOISES)
     try:
         certificate = resolve_certificate(s.noise, s.certificate)
     except ValueError as exc:
@@ -149,23 +133,13 @@ def check_settings(settings: Settings) -> Settings:
     if isinstance(s.alpha, bool) or not isinstance(s.alpha, (int, float)) or not 0.0 < s.alpha < 1.0:
         raise ValueError(f"--alpha must be in (0, 1), got {s.alpha!r}")
     check_vote_budget("--n0 + --samples", s.n0 + s.samples)
-    return dataclasses.replace(s, methods=methods, sigmas=sigmas, lr=float(s.lr), momentum=float(s.momentum),
-                               weight_decay=float(s.weight_decay), certificate=certificate, alpha=float(s.alpha))
+    return dataclasses.replace(s, methods=methods, sigmas=sigmas, lr=lr, momentum=momentum,
+                               weight_decay=weight_decay, certificate=certificate, alpha=float(s.alpha))
 
 
 def check_radii(radii) -> tuple:
     """The certified-accuracy radii, sorted; ValueError naming --radii unless each is a finite number >= 0."""
-    radii = tuple(radii)
-    if not radii:
-        raise ValueError("--radii must give at least one radius")
-    for r in radii:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
-            raise ValueError(f"--radii must be finite numbers >= 0 (W1, mass-normalized), got {r!r}")
-    return tuple(sorted({float(r) for r in radii}))
-
-
-def _as_json(settings: Settings) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+    return _checks.radii("radii", radii, "W1, mass-normalized")
 
 
 def check_output(out: Path, settings: Settings, resume: bool) -> bool:
@@ -173,7 +147,7 @@ def check_output(out: Path, settings: Settings, resume: bool) -> bool:
 
     A new experiment needs a missing or empty folder; ``resume`` continues a folder whose experiment.json
     records the same settings (and starts a new experiment in a missing or empty one)."""
-    return _folder.check_output(out, NAME, _as_json(settings), resume, none="all")
+    return _folder.check_output(out, NAME, _checks.as_json(settings), resume, none="all")
 
 
 def command_line(settings: Settings, out, quick: bool = False, radii=DEFAULT_RADII) -> str:
@@ -264,7 +238,7 @@ def run_certified_training(out_dir, settings: Settings = Settings(), *, resume: 
 
     with exclusive_output(out / SETTINGS_FILE, what="--out"):
         if check_output(out, settings, resume) is False:  # the folder is new: record what it holds
-            record = {"experiment": NAME, "settings": _as_json(settings), "quick": bool(quick),
+            record = {"experiment": NAME, "settings": _checks.as_json(settings), "quick": bool(quick),
                       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                       "command": command_line(settings, out, quick, radii)}
             write_atomic(out / SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())

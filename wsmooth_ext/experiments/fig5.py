@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import _checks
 from ._folder import SETTINGS_FILE, check_output, format_value, option, read_record
 
 __all__ = ["ATTACK_METHODS", "ATTACK_PARAMS", "DEFAULT_GRID", "MODELS", "QUICK", "Result", "Settings",
@@ -128,33 +129,6 @@ class Result:
     grid: tuple
 
 
-def _as_json(settings: Settings) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
-
-
-def _integer(name, value, low=1, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{option(name)} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _number(name, value, *, positive=True, at_least=None, below=None):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok and at_least is not None:
-        ok = value >= at_least
-    elif ok:
-        ok = value > 0 if positive else value >= 0
-    if ok and below is not None:
-        ok = value < below
-    if not ok:
-        bound = (f">= {at_least:g}" if at_least is not None else "> 0" if positive else ">= 0") + (
-            f" and < {below:g}" if below is not None else "")
-        raise ValueError(f"{option(name)} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
 def check_settings(settings: Settings) -> Settings:
     """``settings`` validated and normalized (tuples, floats); ValueError naming the option otherwise. Given
     checkpoints are checked for existence here and for content by :func:`run_fig5` (before any work)."""
@@ -165,32 +139,22 @@ def check_settings(settings: Settings) -> Settings:
     if not isinstance(settings, Settings):
         raise ValueError(f"settings must be a {__name__}.Settings, got {type(settings).__name__}")
     s = settings
-    methods = tuple(s.methods)
-    if not methods:
-        raise ValueError("--methods must name at least one attack")
-    for method in methods:
-        if method not in ATTACK_METHODS:
-            raise ValueError(f"--methods: unknown attack {method!r} (choose from {', '.join(ATTACK_METHODS)})")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"--methods names an attack twice: {','.join(methods)}")
+    methods = _checks.names("methods", s.methods, ATTACK_METHODS, "attack")
     if s.dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {', '.join(DATASETS)} (images {ARCH} takes), got {s.dataset!r}")
     for name in ("epochs", "batch", "max_images", "eps_every", "n_grad", "n_test", "adv_attack_steps"):
-        _integer(name, getattr(s, name))
-    _integer("train_size", s.train_size, allow_none=True)
-    _integer("max_iter", s.max_iter, low=1)
-    _integer("adv_eps_warmup", s.adv_eps_warmup, low=0)
-    if s.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {s.optimizer!r}")
-    if isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed < 2 ** 63:
-        raise ValueError(f"--seed must be an integer in [0, 2**63), got {s.seed!r}")
-    if s.adv_training not in ADV_TRAININGS:
-        raise ValueError(f"--adv-training must be one of {', '.join(ADV_TRAININGS)}, got {s.adv_training!r}")
-    values = {"lr": _number("lr", s.lr), "momentum": _number("momentum", s.momentum, positive=False),
-              "weight_decay": _number("weight_decay", s.weight_decay, positive=False),
-              "adv_eps": _number("adv_eps", s.adv_eps), "eps0": _number("eps0", s.eps0),
-              "eps_factor": _number("eps_factor", s.eps_factor, at_least=1.0),
-              "alpha": _number("alpha", s.alpha, below=1.0)}
+        _checks.integer(name, getattr(s, name))
+    _checks.integer("train_size", s.train_size, allow_none=True)
+    _checks.integer("max_iter", s.max_iter, low=1)
+    _checks.integer("adv_eps_warmup", s.adv_eps_warmup, low=0)
+    _checks.choices("optimizer", s.optimizer, OPTIMIZERS)
+    _checks.seed(s.seed)
+    _checks.choices("adv_training", s.adv_training, ADV_TRAININGS)
+    values = {"lr": _checks.number("lr", s.lr), "momentum": _checks.number("momentum", s.momentum, positive=False),
+              "weight_decay": _checks.number("weight_decay", s.weight_decay, positive=False),
+              "adv_eps": _checks.number("adv_eps", s.adv_eps), "eps0": _checks.number("eps0", s.eps0),
+              "eps_factor": _checks.number("eps_factor", s.eps_factor, at_least=1.0),
+              "alpha": _checks.number("alpha", s.alpha, below=1.0)}
     sigma = float(noises.check_sigma(s.sigma, "--sigma"))
     check_vote_budget("--n-test", s.n_test)
     for model in MODELS:  # given checkpoints: their training settings are recorded but unused
@@ -206,13 +170,7 @@ def check_settings(settings: Settings) -> Settings:
 
 def check_grid(grid) -> tuple:
     """The ε / W1 values of the table columns, sorted; ValueError naming --grid unless each is finite, >= 0."""
-    grid = tuple(grid)
-    if not grid:
-        raise ValueError("--grid must give at least one radius")
-    for r in grid:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
-            raise ValueError(f"--grid must be finite numbers >= 0 (mass-normalized), got {r!r}")
-    return tuple(sorted({float(r) for r in grid}))
+    return _checks.radii("grid", grid, "mass-normalized")
 
 
 def command_line(settings: Settings, out, quick: bool = False, grid=DEFAULT_GRID) -> str:
@@ -340,7 +298,7 @@ def run_fig5(out_dir, settings: Settings = Settings(), *, resume: bool = False, 
     device = torch.device(device if device is not None else "cpu")
     out = Path(out_dir)
     s = settings
-    check_output(out, NAME, _as_json(s), resume)
+    check_output(out, NAME, _checks.as_json(s), resume)
 
     info = INFO[s.dataset]
     train_x, train_y = load_dataset(s.dataset, "train", data_dir)
@@ -356,8 +314,8 @@ def run_fig5(out_dir, settings: Settings = Settings(), *, resume: bool = False, 
     given_sha = {m: checkpoint_sha256(getattr(s, m)) for m in given}
 
     with exclusive_output(out / SETTINGS_FILE, what="--out"):
-        if check_output(out, NAME, _as_json(s), resume) is False:  # the folder is new: record what it holds
-            record = {"experiment": NAME, "settings": _as_json(s), "given_sha256": given_sha, "quick": bool(quick),
+        if check_output(out, NAME, _checks.as_json(s), resume) is False:  # the folder is new: record what it holds
+            record = {"experiment": NAME, "settings": _checks.as_json(s), "given_sha256": given_sha, "quick": bool(quick),
                       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                       "command": command_line(s, out, quick, grid)}
             write_atomic(out / SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
