@@ -156,18 +156,17 @@ def test_noise_grid_arguments(digits, kwargs, message):
 
 # ---------------------------------------------------------------------------------------------- attack
 @pytest.fixture(scope="module")
-def attack_run(tmp_path_factory):
+def attack_run(tmp_path_factory, digits_model):
     """A real attack log and its --save-adv file: projected-Sinkhorn PGD on a logistic digits classifier."""
-    from conftest import _linear_classifier
-
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("attack")
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    model = _linear_classifier(*train, lr=0.05, steps=150)
-    attack = WassersteinPGD(model, eps0=0.05, eps_factor=1.5, eps_every=3, max_iter=15, sinkhorn_iter=60)
+    test = load_dataset("digits", "test")
+    attack = WassersteinPGD(digits_model, eps0=0.05, eps_factor=1.5, eps_every=3, max_iter=15, sinkhorn_iter=60)
     log, adv = folder / "attack.tsv", folder / "adv.pt"
     attack_to_log(attack, *test, list(range(10)), log, adv, {"mode": "plain", "method": "sinkhorn"},
                   torch.device("cpu"), progress=False)
+    torch.set_num_threads(before)
     return log, adv
 
 
