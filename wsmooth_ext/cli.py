@@ -22,6 +22,7 @@ COMMANDS = {
     "analyze": "analyze",
     "bench": "bench",
     "experiment": "experiment",
+    "show": "show",
 }
 
 UNITS = ("Units: images are pixel arrays in [0, 1]; sigma and every radius are in mass-normalized units "

@@ -24,6 +24,7 @@ What is computed (``docs/math.md`` §Lemma 1 and §Scope: the certificate's thre
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -140,6 +141,54 @@ def min_cost_flow(x, y, *, mass_tol: float = 1e-6):
     return value, torch.from_numpy(np.stack(flows_v)), torch.from_numpy(np.stack(flows_h))
 
 
+@dataclass(frozen=True)
+class TransportPlan:
+    """An optimal plan of :func:`transport_plan`: move k carries ``mass[k]`` (a fraction of the image's total
+    mass) in channel ``channel[k]`` from pixel ``source[k]`` = (row, column) to pixel ``target[k]``.
+    ``value`` is the plan's cost Σ mass·distance, the W1 distance. Mass that stays where it is is not listed."""
+
+    value: float
+    channel: np.ndarray  # [n] int64
+    source: np.ndarray  # [n, 2] int64 (row, column)
+    target: np.ndarray  # [n, 2] int64
+    mass: np.ndarray  # [n] float64
+
+    @property
+    def moved_mass(self) -> float:
+        """Σ mass over the moves: the fraction of the image's mass the plan transports."""
+        return float(self.mass.sum())
+
+
+def transport_plan(x, y, ground: str = "l2", window: int | None = None, *, on_mismatch: str = "error",
+                   mass_tol: float = 1e-6) -> TransportPlan:
+    """:func:`wasserstein_distance` (same arguments and normalization) together with the optimal plan of its
+    transport LP, per channel: which pixel's mass moves where. ``value`` equals ``wasserstein_distance``
+    for the same arguments. With ``window`` a plan may keep mass in place (zero-length moves are dropped).
+    ``math.inf`` (mismatched shares with on_mismatch="inf", or no plan within the window) has no moves.
+    """
+    _check_args(ground, window, on_mismatch, mass_tol)
+    xn, yn, mismatch = _normalized_pair(x, y, on_mismatch, mass_tol)
+    if mismatch > mass_tol and on_mismatch == "inf":
+        return _plan_without_moves(math.inf)
+    total, parts = 0.0, []
+    for c in range(xn.shape[0]):
+        value, (src, dst, mass) = _solve_transport(xn[c], yn[c], ground, window)
+        total += value
+        moving = src != dst
+        parts.append((np.full(int(moving.sum()), c, dtype=np.int64), src[moving], dst[moving], mass[moving]))
+    if math.isinf(total):
+        return _plan_without_moves(math.inf)
+    channel, src, dst, mass = (np.concatenate(columns) for columns in zip(*parts))
+    w = xn.shape[2]
+    return TransportPlan(total, channel, np.stack(np.divmod(src, w), axis=1), np.stack(np.divmod(dst, w), axis=1),
+                         mass.astype(np.float64))
+
+
+def _plan_without_moves(value: float) -> TransportPlan:
+    pixels = np.zeros((0, 2), np.int64)
+    return TransportPlan(value, np.zeros(0, np.int64), pixels, pixels, np.zeros(0))
+
+
 def _scale_for(a: np.ndarray) -> float:
     # HiGHS tolerances are absolute (~1e-7); pixels of a unit-mass image are ~1/(H·W). Scaling the masses
     # to O(1) keeps the tolerance small relative to the data; the objective is divided back.
@@ -181,15 +230,23 @@ def transport_lp(a: np.ndarray, b: np.ndarray, ground: str = "l2", window: int |
     Only pixels with mass enter the LP. Without a window the cost is a metric, so mass common to both
     arrays at a pixel stays put in some optimal plan and is removed first (smaller LP, same value).
     """
+    return _solve_transport(a, b, ground, window)[0]
+
+
+def _solve_transport(a: np.ndarray, b: np.ndarray, ground: str, window: int | None):
+    """transport_lp's LP: (value, moves) with moves = (source pixels [n], target pixels [n], mass [n]) of an
+    optimal plan (flat pixel indices, unscaled mass; entries of zero mass dropped). No moves when the value
+    is 0 or inf."""
     from scipy import sparse
     from scipy.optimize import linprog
 
+    no_moves = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     if window is None:
         common = np.minimum(a, b)
         a, b = a - common, b - common
     src, dst = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
     if src.size == 0 or dst.size == 0:
-        return 0.0  # equal masses: the other side is empty too (up to rounding)
+        return 0.0, no_moves  # equal masses: the other side is empty too (up to rounding)
     w = a.shape[1]
     si, sj = np.divmod(src, w)
     ti, tj = np.divmod(dst, w)
@@ -203,7 +260,7 @@ def transport_lp(a: np.ndarray, b: np.ndarray, ground: str = "l2", window: int |
     rows, cols = np.nonzero(allowed)
     n_var = rows.size
     if n_var == 0:  # no source pixel may reach any target pixel within the window
-        return math.inf
+        return math.inf, no_moves
     var = np.arange(n_var)
     a_eq = sparse.coo_matrix((np.ones(2 * n_var), (np.concatenate([rows, src.size + cols]),
                                                    np.concatenate([var, var]))),
@@ -215,7 +272,8 @@ def transport_lp(a: np.ndarray, b: np.ndarray, ground: str = "l2", window: int |
     res = linprog(cost[rows, cols], A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs",
                   options={"presolve": False})
     if res.status == 2:  # infeasible: only possible with a window
-        return math.inf
+        return math.inf, no_moves
     if res.status != 0:
         raise RuntimeError(f"transport LP failed: {res.message}")
-    return float(res.fun) / scale
+    used = res.x > 0
+    return float(res.fun) / scale, (src[rows[used]], dst[cols[used]], res.x[used] / scale)
