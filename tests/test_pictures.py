@@ -17,7 +17,7 @@ import torch
 from wsmooth_ext import Smooth, ops
 from wsmooth_ext.analysis.pictures import (attack_figure, attack_picture, load_attack_examples, noise_grid,
                                            noise_samples, save_figure)
-from wsmooth_ext.analysis.pictures.scales import displayed, pixel_scale, stretch, unstretch
+from wsmooth_ext.analysis.pictures.scales import pixel_scale, stretch, unstretch
 from wsmooth_ext.attacks import WassersteinPGD
 from wsmooth_ext.checkpoint import save_checkpoint
 from wsmooth_ext.cli import main
