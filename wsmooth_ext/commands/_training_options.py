@@ -35,7 +35,8 @@ def _prefix(users: list) -> str:
 
 
 def option_help(key: str) -> str:
-    """--help of a hyper-parameter's option: who uses it, what it is, its units (floats) and default(s)."""
+    """--help of a hyper-parameter's option: who uses it, what it is, its units (floats), default(s) and
+    allowed range(s)."""
     from ..training.params import specs
 
     users = _users(key)
@@ -48,8 +49,13 @@ def option_help(key: str) -> str:
                  else " (" + "; ".join(f"{name}: {u}" for name, u in units.items()) + ")")
     defaults = [d for d, _ in entries]
     if len(set(defaults)) == 1:
-        return text + f" (default {defaults[0]:g}{spec.default_note})"
-    return text + " (default " + ", ".join(f"{d:g} for {m.name}" for m, d in zip(users, defaults)) + ")"
+        text += f" (default {defaults[0]:g}{spec.default_note})"
+    else:
+        text += " (default " + ", ".join(f"{d:g} for {m.name}" for m, d in zip(users, defaults)) + ")"
+    ranges = [s.range_text() for _, s in entries]
+    usual = max(ranges, key=ranges.count)
+    others = "; ".join(f"{m.name}: {r}" for m, r in zip(users, ranges) if r != usual)
+    return text + f"; allowed {usual}" + (f" ({others})" if others else "")
 
 
 def hyper_keys() -> list[str]:

@@ -133,8 +133,7 @@ def _check_arguments(args) -> None:
     if not 0 <= args.seed < 2 ** 63:
         raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
     check_method_options(args)  # also resolves --noise's default: the method's
-    if args.noise != noises.NONE:
-        noises.check_sigma(args.sigma, "--sigma")
+    noises.check_sigma(args.sigma, "--sigma")  # also with --noise none: a wrong value is a wrong command
     # an existing checkpoint is continued only with --resume, never silently replaced
     check_new_output(args.out, args.resume)
 
@@ -158,8 +157,8 @@ def _train(args, info, arch, ctx, device) -> int:
                         mean=info.mean, std=info.std).to(device)
     if ctx.is_main:
         processes = f" x {ctx.world_size} processes" if ctx.enabled else ""
-        how = (f"{args.noise} noise, sigma {args.sigma:g}" if args.adversarial == "none"
-               else f"{args.adversarial} adversarial examples")
+        how = (f"{args.adversarial} adversarial examples" if args.adversarial != "none"
+               else "no noise" if args.noise == "none" else f"{args.noise} noise, sigma {args.sigma:g}")
         print(f"training {arch} on {args.dataset} ({len(train_x)} train / {len(test_x)} test images) with "
               f"{how}, {args.optimizer} lr {args.lr:g}, batch {args.batch}, "
               f"{args.epochs} epochs{', augmented' if augment else ''}, method {args.method}, on {device}{processes}", flush=True)

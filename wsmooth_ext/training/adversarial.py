@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .method import Batch, TrainingMethod
-from .params import BIG, hyper
+from .params import BIG, RADIUS_MAX, RADIUS_MIN, hyper
 
 EPS_START_FRACTION = 0.1
 EPS_HELP = "final radius, in the attack's units, mass-normalized"
@@ -37,7 +37,7 @@ UNITS: dict[str, str] = {}
 
 def eps_field(units: str):
     """The ``adv_eps`` field, in the attack's own units."""
-    return hyper(0.1, EPS_HELP, units=units, low=0, low_open=True, metavar="EPS")
+    return hyper(0.1, EPS_HELP, units=units, low=RADIUS_MIN, high=RADIUS_MAX, metavar="EPS")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AdversarialParams:
                                 low=0, high=BIG, integer=True, metavar="EPOCHS",
                                 default_note="; 0 or 1: full radius from the start")
     adv_attack_steps: int = hyper(10, "attack steps per batch", low=1, high=BIG, integer=True, metavar="K")
-    adv_clean_weight: float = hyper(0.0, "loss (1-W)*CE(adversarial) + W*CE(clean), W in [0, 1)", low=0, high=1,
+    adv_clean_weight: float = hyper(0.0, "loss (1-W)*CE(adversarial) + W*CE(clean)", low=0, high=1,
                                     high_open=True, note="1 would be clean training", metavar="W",
                                     default_note=": adversarial examples only")
 

@@ -11,11 +11,12 @@ from torch import nn
 from ..checkpoint import load_training_state, save_checkpoint
 
 
-def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, legacy: dict,
-           device: torch.device) -> tuple[int, list[dict]]:
+def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, legacy: dict, device: torch.device,
+           metadata: dict | None = None) -> tuple[int, list[dict]]:
     """Load model and optimizer state from ``path``; (epochs done, history). ValueError naming the first of
     ``fixed`` whose recorded value differs from ``train_args`` (a key the checkpoint predates counts as its
-    ``legacy`` value), or when the architecture or the weights do not fit."""
+    ``legacy`` value), the first entry of ``metadata`` (e.g. the dataset) the checkpoint records otherwise,
+    more epochs done than ``train_args["epochs"]``, or when the architecture or the weights do not fit."""
     state, meta, training_state = load_training_state(path)
     if training_state is None:
         raise ValueError(f"cannot resume from {path}: it holds no training state (not written by train)")
@@ -25,6 +26,12 @@ def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, legacy: 
         if was != train_args[key]:
             raise ValueError(f"cannot resume from {path}: {key} was {was!r} there, now "
                              f"{train_args[key]!r} (only epochs may change)")
+    for key, value in (metadata or {}).items():
+        if key in meta and meta[key] != value:
+            raise ValueError(f"cannot resume from {path}: {key} was {meta[key]!r} there, now {value!r}")
+    if int(training_state["epoch"]) > train_args["epochs"]:
+        raise ValueError(f"cannot resume from {path}: it has done {training_state['epoch']} epochs, more than the "
+                         f"{train_args['epochs']} asked for (epochs may only grow)")
     if meta.get("arch") != getattr(model, "arch", None):
         raise ValueError(f"cannot resume from {path}: it holds arch {meta.get('arch')!r}, the model is "
                          f"{getattr(model, 'arch', type(model).__name__)!r}")
@@ -40,11 +47,11 @@ def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, legacy: 
     return int(training_state["epoch"]), list(training_state["history"])
 
 
-def resume_if_present(model, opt, path, train_args, fixed, legacy, device) -> tuple[int, list[dict]] | None:
+def resume_if_present(model, opt, path, train_args, fixed, legacy, device, metadata=None):
     """:func:`resume` if ``path`` exists, else None (a fresh start)."""
     if not Path(path).exists():
         return None
-    return resume(model, opt, path, train_args, fixed, legacy, device)
+    return resume(model, opt, path, train_args, fixed, legacy, device, metadata)
 
 
 def save_epoch(path, model: nn.Module, opt, metadata: dict | None, noise: str, sigma: float, train_args: dict,

@@ -11,16 +11,17 @@ import torch.nn.functional as F
 
 from .common import noise_loss, noisy_logits, num_noise
 from .method import Batch, TrainingMethod
-from .params import hyper
+from .params import WEIGHT_MAX, hyper
 
 
 @dataclass(frozen=True)
 class ConsistencyParams:
     num_noise: int = num_noise(2, low=2)
     # 3 kept noise training's accuracy at σ 0.01 on mnist5k, 10 lost 5 points
-    consistency_lambda: float = hyper(3.0, "weight of the KL(mean prediction || copy) term", low=0,
+    consistency_lambda: float = hyper(3.0, "weight of the KL(mean prediction || copy) term", low=0, high=WEIGHT_MAX,
                                       metavar="LAMBDA")
-    consistency_eta: float = hyper(0.5, "weight of the entropy of the mean prediction", low=0, metavar="ETA")
+    consistency_eta: float = hyper(0.5, "weight of the entropy of the mean prediction", low=0, high=WEIGHT_MAX,
+                                   metavar="ETA")
 
 
 def consistency_loss(logits: torch.Tensor, labels: torch.Tensor, lam: float, eta: float) -> torch.Tensor:

@@ -19,6 +19,7 @@ and a loss per example; nothing here depends on which method it is.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -93,7 +94,7 @@ def train_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
         row.update(_test_accuracies(run))
         row["seconds"] = time.perf_counter() - started
         history.append(row)
-        log(format_row(row, config.epochs, method.label(params, config.noise, epoch)))
+        log(format_row(row, config.epochs, method.label(params, config.noise, epoch), config.noise != noises.NONE))
         if config.checkpoint_path is not None:
             # the weights and optimizer states are equal on every rank: one writer; the agreement is a barrier
             # that carries the outcome, so a failed write stops every rank instead of leaving them waiting
@@ -112,7 +113,7 @@ def _resume(run: Run, log) -> tuple[int, list[dict]]:
         return 0, []
     fixed = RESUME_FIXED + tuple(registry.default_record())
     load = partial(resume_if_present, run.model, run.opt, c.checkpoint_path, run.train_args, fixed,
-                   registry.default_record(), run.device)
+                   registry.default_record(), run.device, c.metadata)
     # every rank must continue from the same epoch: a rank that cannot see the checkpoint (no shared file
     # system) or fails to read it stops all of them instead of leaving them waiting
     found = on_every_rank(c.ctx, run.device, load, lambda r: r[0] if r else 0,
@@ -141,7 +142,8 @@ def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
         if c.augment:
             shifts, flips = draw_augmentation(len(batch), augment_rng, AUGMENT_PAD)
             x = apply_augmentation(x, shifts[mine], flips[mine], AUGMENT_PAD)
-        batch_loss, batch_correct = _step(run, _make_batch(run, x, batch[mine], epoch), len(batch))
+        where = f"epoch {epoch + 1} (batch {start // c.batch_size + 1} of {len(batches)})"
+        batch_loss, batch_correct = _step(run, _make_batch(run, x, batch[mine], epoch), len(batch), where)
         loss_sum += batch_loss
         correct += batch_correct
     if ctx.enabled:
@@ -164,10 +166,11 @@ def _make_batch(run: Run, x: torch.Tensor, keys: torch.Tensor, epoch: int) -> Ba
     return Batch(run.model, run.net, x, y, keys, epoch, copies, noisy, family, sigma)
 
 
-def _step(run: Run, batch: Batch, global_size: int) -> tuple[float, float]:
+def _step(run: Run, batch: Batch, global_size: int, where: str) -> tuple[float, float]:
     """One optimizer step on the method's losses; (summed loss, correct share of copies) of this rank."""
     logits, losses = run.method.losses(run.params, batch)
     summed = losses.sum()
+    _check_finite(run, summed, where)
     # DDP divides the summed gradients by K: scaling by K / |global batch| turns that into the gradient of
     # the global batch's mean loss, whatever the sizes of the ranks' slices
     world = run.ctx.world_size
@@ -179,6 +182,19 @@ def _step(run: Run, batch: Batch, global_size: int) -> tuple[float, float]:
         return float(summed.detach()), int((logits.argmax(1) == batch.y).sum())
     # the share of each example's copies classified correctly
     return float(summed.detach()), float((logits.argmax(1) == batch.y.repeat_interleave(batch.copies)).sum()) / batch.copies
+
+
+def _check_finite(run: Run, summed: torch.Tensor, where: str) -> None:
+    """ValueError before the step if the loss of any rank is NaN or infinite: the weights stay as they were,
+    and the last checkpoint (the end of an epoch that went well) is not overwritten."""
+    value = float(summed.detach())
+    bad = not math.isfinite(value)
+    if run.ctx.enabled:  # every rank must stop together, before DDP's backward waits for the others
+        bad = sum_over_ranks(run.device, int(bad))[0] > 0
+    if bad:
+        what = f"{value}" if not math.isfinite(value) else "not finite on another process"
+        raise ValueError(f"the training loss is {what} in {where}: training diverged and stopped before this step; "
+                         "nothing of this epoch was saved (try a lower learning rate)")
 
 
 def _test_accuracies(run: Run) -> dict:
@@ -198,11 +214,13 @@ def _test_accuracies(run: Run) -> dict:
     return {"test_clean_acc": counts[0] / total, "test_noisy_acc": counts[1] / total}
 
 
-def format_row(row: dict, epochs: int, label: str) -> str:
-    """One log line; ``label`` names what the training accuracy is measured under (noise or attack)."""
+def format_row(row: dict, epochs: int, label: str, noisy: bool = True) -> str:
+    """One log line; ``label`` names what the training accuracy is measured under (noise or attack);
+    ``noisy``: the test accuracy under noise means something (not for training without noise)."""
     text = (f"epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
             f"train acc ({label}) {100 * row['train_noisy_acc']:6.2f}%")
     if row["test_clean_acc"] is not None:
-        text += (f"  test acc clean {100 * row['test_clean_acc']:6.2f}%  "
-                 f"under noise {100 * row['test_noisy_acc']:6.2f}%")
+        text += f"  test acc clean {100 * row['test_clean_acc']:6.2f}%"
+        if noisy:
+            text += f"  under noise {100 * row['test_noisy_acc']:6.2f}%"
     return text + f"  ({row['seconds']:.1f} s)"

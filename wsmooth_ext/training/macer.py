@@ -11,7 +11,7 @@ import torch
 
 from .common import noisy_logits, num_noise, smoothed_cross_entropy
 from .method import Batch, TrainingMethod
-from .params import hyper
+from .params import RADIUS_MAX, RADIUS_MIN, WEIGHT_MAX, hyper
 
 _MASS = "noise-space L1, mass-normalized units"
 
@@ -19,11 +19,12 @@ _MASS = "noise-space L1, mass-normalized units"
 @dataclass(frozen=True)
 class MacerParams:
     num_noise: int = num_noise(8)
-    macer_lambda: float = hyper(1.0, "weight of the radius hinge max(0, 1 - radius/gamma)", low=0,
+    macer_lambda: float = hyper(1.0, "weight of the radius hinge max(0, 1 - radius/gamma)", low=0, high=WEIGHT_MAX,
                                 metavar="LAMBDA")
-    macer_gamma: float = hyper(0.03, "target certified radius", units=_MASS, low=0, low_open=True,
+    macer_gamma: float = hyper(0.03, "target certified radius", units=_MASS, low=RADIUS_MIN, high=RADIUS_MAX,
                                metavar="GAMMA")
-    macer_beta: float = hyper(16.0, "inverse softmax temperature in the radius term", low=0, low_open=True,
+    # β scales logits inside a softmax: beyond 1e4 it is a hard argmax already, below 1e-3 a constant
+    macer_beta: float = hyper(16.0, "inverse softmax temperature in the radius term", low=1e-3, high=1e4,
                               metavar="BETA")
 
 

@@ -13,6 +13,11 @@ import numbers
 from dataclasses import dataclass
 
 BIG = 10 ** 6  # upper end of counts (steps, epochs) that have no natural limit
+# Radii are mass-normalized (the image divided by its mass): moving all of an image's mass across a 1,000-pixel
+# wide image costs W1 1,000, and 100 is far beyond any image this package trains on; below 1e-6 a radius is
+# lost in float32 rounding of the pixels (and ε/10 schedules reach subnormal numbers)
+RADIUS_MIN, RADIUS_MAX = 1e-6, 100.0
+WEIGHT_MAX = 1e3  # loss weights: 1,000 times the cross-entropy leaves it nothing to say
 
 
 @dataclass(frozen=True)

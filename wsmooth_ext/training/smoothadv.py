@@ -14,13 +14,13 @@ from torch import nn
 from ..flows import apply_flow, flow_gradient, flow_l1_norm, nonnegative_step, project_l1_ball, zero_flow
 from .common import noise_loss, noisy_logits, num_noise, smoothed_cross_entropy
 from .method import Batch, TrainingMethod
-from .params import BIG, hyper
+from .params import BIG, RADIUS_MAX, hyper
 
 
 @dataclass(frozen=True)
 class SmoothAdvParams:
     num_noise: int = num_noise(2)
-    adv_epsilon: float = hyper(0.02, "L1 budget of the flow plan", low=0, metavar="EPS",
+    adv_epsilon: float = hyper(0.02, "L1 budget of the flow plan", low=0, high=RADIUS_MAX, metavar="EPS",
                                units="mass-normalized units (an upper bound on the W1 distance, L1 ground metric)")
     adv_steps: int = hyper(4, "projected gradient steps per batch", low=1, high=BIG, integer=True, metavar="K")
     adv_warmup: int = hyper(10, "epochs over which the budget rises linearly to --adv-epsilon", low=0, high=BIG,
