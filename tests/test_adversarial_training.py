@@ -49,7 +49,7 @@ def test_settings_defaults_validation_and_geometric_schedule():
     for warmup in (0, 1):
         s = adversarial_settings("sinkhorn", adv_eps=0.3, adv_eps_warmup=warmup)
         assert [adversarial_epsilon(s, e) for e in range(3)] == [0.3] * 3 and s["adv_eps_start"] == 0.3
-    for kwargs, match in [(dict(adv_eps=0.0), "adv_eps must be > 0"), (dict(adv_eps=math.nan), "adv_eps must be"),
+    for kwargs, match in [(dict(adv_eps=0.0), r"adv_eps must be in \[1e-06, 100\]"), (dict(adv_eps=math.nan), "adv_eps must be"),
                           (dict(adv_attack_steps=0), "adv_attack_steps must be an integer >= 1"),
                           (dict(adv_eps_warmup=-1), "adv_eps_warmup"),
                           (dict(adv_clean_weight=1.0), r"adv_clean_weight must be in \[0, 1\)")]:

@@ -9,6 +9,7 @@ or OSError, and only this module turns them into that line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"wsmooth {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`wsmooth train | head -1`): stop quietly, as a shell pipeline would (128 +
+        # SIGPIPE); stdout goes to /dev/null so that the interpreter's last flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug: re-raise
         from .distributed import PeerFailedError
 

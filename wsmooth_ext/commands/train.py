@@ -80,55 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random 4-pixel crops + horizontal flips, as the paper does for CIFAR-10 "
                         "(default: on for cifar10, off otherwise)")
-    from ..methods import METHOD_DEFAULTS, METHODS
+    from ._training_options import add_method_arguments
 
-    d = METHOD_DEFAULTS
-    parser.add_argument("--method", choices=METHODS, default="noise",
-                        help="training method (default noise): noise, consistency (Jeong & Shin 2020), smoothadv "
-                        "(Salman et al. 2019, Wasserstein threat model) or macer (Zhai et al. 2020)")
-    parser.add_argument("--num-noise", type=int, default=None, metavar="M",
-                        help="noisy copies per image and epoch (default 1 for noise, 2 for consistency and smoothadv, "
-                        "8 for macer)")
-    parser.add_argument("--consistency-lambda", type=float, default=None, metavar="LAMBDA",
-                        help=f"consistency: weight of the KL(mean prediction || copy) term, unitless "
-                        f"(default {d['consistency_lambda']:g})")
-    parser.add_argument("--consistency-eta", type=float, default=None, metavar="ETA",
-                        help=f"consistency: weight of the entropy of the mean prediction, unitless "
-                        f"(default {d['consistency_eta']:g})")
-    parser.add_argument("--adv-epsilon", type=float, default=None, metavar="EPS",
-                        help=f"smoothadv: L1 budget of the flow plan, mass-normalized units (an upper bound on the "
-                        f"W1 distance, L1 ground metric) (default {d['adv_epsilon']:g})")
-    parser.add_argument("--adv-steps", type=int, default=None, metavar="K",
-                        help=f"smoothadv: projected gradient steps per batch (default {d['adv_steps']})")
-    parser.add_argument("--adv-warmup", type=int, default=None, metavar="EPOCHS",
-                        help=f"smoothadv: epochs over which the budget rises linearly to --adv-epsilon "
-                        f"(default {d['adv_warmup']}; 0: full budget from the start)")
-    parser.add_argument("--macer-lambda", type=float, default=None, metavar="LAMBDA",
-                        help=f"macer: weight of the radius hinge max(0, 1 - radius/gamma), unitless "
-                        f"(default {d['macer_lambda']:g})")
-    parser.add_argument("--macer-gamma", type=float, default=None, metavar="GAMMA",
-                        help=f"macer: target certified radius, noise-space L1, mass-normalized units "
-                        f"(default {d['macer_gamma']:g})")
-    parser.add_argument("--macer-beta", type=float, default=None, metavar="BETA",
-                        help=f"macer: inverse softmax temperature in the radius term (default {d['macer_beta']:g})")
-    from ..adversarial import ADVERSARIAL, ADVERSARIAL_DEFAULTS
-
-    a = ADVERSARIAL_DEFAULTS
-    parser.add_argument("--adversarial", choices=ADVERSARIAL, default="none",
-                        help="Wasserstein adversarial training of a plain base model with this attack (default "
-                        "none): sinkhorn (projected-Sinkhorn PGD), frank-wolfe, flow (PGD over flow plans)")
-    parser.add_argument("--adv-eps", type=float, default=None, metavar="EPS",
-                        help=f"--adversarial: final radius, in the attack's units, mass-normalized (sinkhorn: nominal "
-                        f"entropic-ball radius; frank-wolfe: W1, L2 ground; flow: flow L1 norm >= W1, L1 ground) "
-                        f"(default {a['adv_eps']:g})")
-    parser.add_argument("--adv-eps-warmup", type=int, default=None, metavar="EPOCHS",
-                        help=f"--adversarial: epochs over which eps grows geometrically from --adv-eps/10 to --adv-eps "
-                        f"(default {a['adv_eps_warmup']}; 0 or 1: full radius from the start)")
-    parser.add_argument("--adv-attack-steps", type=int, default=None, metavar="K",
-                        help=f"--adversarial: attack steps per batch (default {a['adv_attack_steps']})")
-    parser.add_argument("--adv-clean-weight", type=float, default=None, metavar="W",
-                        help=f"--adversarial: loss (1-W)*CE(adversarial) + W*CE(clean), W in [0, 1) "
-                        f"(default {a['adv_clean_weight']:g}: adversarial examples only)")
+    add_method_arguments(parser)  # --method, --adversarial and every method's hyper-parameters
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and noise (default 0)")
     parser.add_argument("--train-size", type=int, default=None, metavar="N",
                         help="train on the first N training images only (quick runs)")
@@ -165,6 +119,7 @@ def _check_arguments(args) -> None:
     from .. import noises
     from ..cli import UserError
     from ..runs.logfile import check_new_output
+    from ._training_options import check_method_options
 
     for name in ("epochs", "train_size", "batch"):
         value = getattr(args, name)
@@ -177,50 +132,10 @@ def _check_arguments(args) -> None:
                             f"got {value}")
     if not 0 <= args.seed < 2 ** 63:
         raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
-    _check_adversarial(args)
-    if args.noise != noises.NONE:
-        noises.check_sigma(args.sigma, "--sigma")
+    check_method_options(args)  # also resolves --noise's default: the method's
+    noises.check_sigma(args.sigma, "--sigma")  # also with --noise none: a wrong value is a wrong command
     # an existing checkpoint is continued only with --resume, never silently replaced
     check_new_output(args.out, args.resume)
-
-
-def _check_adversarial(args) -> None:
-    """Resolve --noise's default and refuse what does not combine with --adversarial, in one line each."""
-    import re
-
-    from ..adversarial import adversarial_settings
-    from ..cli import UserError
-
-    keys = ("adv_eps", "adv_eps_warmup", "adv_attack_steps", "adv_clean_weight")
-    own = [f"--{k.replace('_', '-')}" for k in keys if getattr(args, k) is not None]
-    smoothadv = [f"--{k.replace('_', '-')}" for k in ("adv_epsilon", "adv_steps", "adv_warmup")
-                 if getattr(args, k) is not None]
-    if args.adversarial == "none":
-        if own:
-            raise UserError(f"{', '.join(own)} {'applies' if len(own) == 1 else 'apply'} to --adversarial only "
-                            "(SmoothAdv's settings are --adv-epsilon, --adv-steps, --adv-warmup with --method "
-                            "smoothadv)")
-        if args.noise is None:
-            args.noise = "flow-laplace"
-        return
-    if args.noise is None:
-        args.noise = "none"
-    if args.noise != "none" or args.method != "noise":
-        raise UserError(f"--adversarial trains a plain base model without noise: it does not combine with "
-                        f"--noise {args.noise} / --method {args.method} (adversarial training of a smoothed "
-                        "classifier is --method smoothadv)")
-    if smoothadv:
-        raise UserError(f"{', '.join(smoothadv)} {'belongs' if len(smoothadv) == 1 else 'belong'} to --method "
-                        "smoothadv; --adversarial uses --adv-eps, --adv-eps-warmup and --adv-attack-steps")
-    if args.num_noise not in (None, 1):
-        raise UserError(f"--num-noise {args.num_noise}: --adversarial trains on one adversarial copy per image")
-    try:
-        adversarial_settings(args.adversarial, **{k: getattr(args, k) for k in keys})
-    except ValueError as exc:  # the same check train() makes, before any data is read, in the options' names
-        message = str(exc)
-        for key in sorted(keys, key=len, reverse=True):
-            message = re.sub(rf"\b{key}\b", f"--{key.replace('_', '-')}", message)
-        raise UserError(message) from None
 
 
 def _train(args, info, arch, ctx, device) -> int:
@@ -230,6 +145,7 @@ def _train(args, info, arch, ctx, device) -> int:
     from ..distributed import barrier, init_process_group, shutdown
     from ..models import build_model
     from ..train import train
+    from ._training_options import method_kwargs
 
     train_x, train_y = load_dataset(args.dataset, "train", args.data_dir, args.download)
     test_x, test_y = load_dataset(args.dataset, "test", args.data_dir, False)
@@ -241,8 +157,8 @@ def _train(args, info, arch, ctx, device) -> int:
                         mean=info.mean, std=info.std).to(device)
     if ctx.is_main:
         processes = f" x {ctx.world_size} processes" if ctx.enabled else ""
-        how = (f"{args.noise} noise, sigma {args.sigma:g}" if args.adversarial == "none"
-               else f"{args.adversarial} adversarial examples")
+        how = (f"{args.adversarial} adversarial examples" if args.adversarial != "none"
+               else "no noise" if args.noise == "none" else f"{args.noise} noise, sigma {args.sigma:g}")
         print(f"training {arch} on {args.dataset} ({len(train_x)} train / {len(test_x)} test images) with "
               f"{how}, {args.optimizer} lr {args.lr:g}, batch {args.batch}, "
               f"{args.epochs} epochs{', augmented' if augment else ''}, method {args.method}, on {device}{processes}", flush=True)
@@ -253,12 +169,7 @@ def _train(args, info, arch, ctx, device) -> int:
                         weight_decay=args.weight_decay, test_images=test_x, test_labels=test_y,
                         checkpoint_path=args.out, resume=args.resume, progress=not args.no_progress,
                         optimizer=args.optimizer, augment=augment, metadata={"dataset": args.dataset},
-                        dist_ctx=ctx if ctx.enabled else None, method=args.method, num_noise=args.num_noise,
-                        consistency_lambda=args.consistency_lambda, consistency_eta=args.consistency_eta,
-                        adv_epsilon=args.adv_epsilon, adv_steps=args.adv_steps, adv_warmup=args.adv_warmup,
-                        macer_lambda=args.macer_lambda, macer_gamma=args.macer_gamma, macer_beta=args.macer_beta,
-                        adversarial=args.adversarial, adv_eps=args.adv_eps, adv_eps_warmup=args.adv_eps_warmup,
-                        adv_attack_steps=args.adv_attack_steps, adv_clean_weight=args.adv_clean_weight)
+                        dist_ctx=ctx if ctx.enabled else None, **method_kwargs(args))
         # leave the group together: without this barrier a rank that tore gloo down while rank 0 was still
         # finishing its epoch (log line, checkpoint) was seen to abort at exit ("terminate called without
         # an active exception") in about 1 run in 6 on torch 2.13 CPU; with it, about 1 in 80

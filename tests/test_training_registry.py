@@ -1,0 +1,179 @@
+"""The training package (issue 17): a method is its module plus one registry line (shown by registering one
+here, without touching any other file), checkpoints written before the package still resume, and the loop
+stays generic and small."""
+
+import ast
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import wsmooth_ext.training as training
+from wsmooth_ext.checkpoint import load_training_state
+from wsmooth_ext.cli import main
+from wsmooth_ext.noises import add_noise
+from wsmooth_ext.train import derive_seed, train
+from wsmooth_ext.training import registry
+from wsmooth_ext.training.method import Batch, TrainingMethod
+from wsmooth_ext.training.params import hyper
+
+from conftest import wong_digits_model as _model
+
+pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"),
+              pytest.mark.usefixtures("one_thread")]
+QUIET = dict(progress=False, log=lambda line: None)
+DATA = Path(__file__).parent / "data"
+PACKAGE = Path(training.__file__).parent
+
+
+# ---------------------------------------------------------------------------------- a new method: its module
+@dataclass(frozen=True)
+class SmoothingParams:
+    smoothing: float = hyper(0.1, "weight of the uniform distribution in the label", low=0, high=1, high_open=True,
+                             metavar="S")
+
+
+def _smoothing_losses(params: SmoothingParams, batch: Batch):
+    logits = batch.net(batch.noisy(batch.x))
+    return logits, F.cross_entropy(logits, batch.y, reduction="none", label_smoothing=params.smoothing)
+
+
+LABEL_SMOOTHING = TrainingMethod("label-smoothing", "method", SmoothingParams, _smoothing_losses,
+                                 "cross-entropy with smoothed labels on one noisy copy", needs_noise=True)
+
+
+@pytest.fixture
+def label_smoothing(monkeypatch):
+    monkeypatch.setitem(registry.METHODS, "label-smoothing", LABEL_SMOOTHING)  # ... and its one registry line
+
+
+def test_a_registered_method_trains_through_the_loop(label_smoothing, digits, tmp_path):
+    """train() with the new method equals a hand-written loop of label-smoothed cross-entropy on the same
+    noise draws and batches; its setting is recorded and fixed for --resume."""
+    (x, y), _ = digits
+    x, y = x[:64], y[:64]
+    seed, sigma, bs = 5, 0.05, 16
+    path = tmp_path / "m.pt"
+    trained = _model()
+    train(trained, x, y, noise="flow-laplace", sigma=sigma, epochs=2, lr=0.05, batch_size=bs, seed=seed,
+          method="label-smoothing", smoothing=0.2, checkpoint_path=path, **QUIET)
+    manual = _model()
+    opt = torch.optim.SGD(manual.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    for epoch in range(2):
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(derive_seed(seed, 3, epoch)))
+        for start in range(0, 64, bs):
+            idx = order[start:start + bs]
+            xn = add_noise(x[idx], "flow-laplace", sigma, seed=derive_seed(seed, 1), keys=idx, sample_offset=epoch)
+            loss = F.cross_entropy(manual(xn), y[idx], label_smoothing=0.2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    for a, b in zip(trained.state_dict().values(), manual.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    args = load_training_state(path)[1]["train_args"]
+    assert (args["method"], args["smoothing"], args["adversarial"], args["num_noise"]) == (
+        "label-smoothing", 0.2, "none", None)
+    with pytest.raises(ValueError, match="smoothing was 0.2 there, now 0.3"):
+        train(_model(), x, y, noise="flow-laplace", sigma=sigma, epochs=3, lr=0.05, batch_size=bs, seed=seed,
+              method="label-smoothing", smoothing=0.3, checkpoint_path=path, resume=True, **QUIET)
+    with pytest.raises(ValueError, match=r"smoothing must be in \[0, 1\)"):
+        train(_model(), x, y, noise="flow-laplace", sigma=sigma, epochs=1, method="label-smoothing", smoothing=1.0,
+              **QUIET)
+    with pytest.raises(ValueError, match=r"method noise does not use \['smoothing'\]"):
+        train(_model(), x, y, noise="flow-laplace", sigma=sigma, epochs=1, smoothing=0.1, **QUIET)
+    with pytest.raises(ValueError, match="method label-smoothing needs a smoothing noise"):
+        train(_model(), x, y, noise="none", sigma=0, epochs=1, method="label-smoothing", **QUIET)
+
+
+def test_a_registered_method_gets_its_cli_options(label_smoothing, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--method {noise,consistency,smoothadv,macer,label-smoothing}" in text
+    assert "label-smoothing (cross-entropy with smoothed labels on one noisy copy)" in text
+    assert ("--smoothing S label-smoothing: weight of the uniform distribution in the label, unitless "
+            "(default 0.1)") in text
+    out = tmp_path / "c.pt"
+    args = ["train", "--dataset", "digits", "--train-size", "32", "--batch", "16", "--epochs", "1", "--no-progress",
+            "--method", "label-smoothing", "--out", str(out)]
+    assert main(args + ["--smoothing", "0.25"]) == 0
+    assert load_training_state(out)[1]["train_args"]["smoothing"] == 0.25
+    fresh = [str(tmp_path / "d.pt") if a == str(out) else a for a in args]
+    for extra, message in [(["--smoothing", "1.5"], "--smoothing must be in [0, 1) (unitless) for method "
+                            "label-smoothing, got 1.5"),
+                           (["--num-noise", "2"], "method label-smoothing does not use ['num_noise']: --num-noise "
+                            "belongs to --method consistency or --method macer or --method noise or --method smoothadv"),
+                           (["--noise", "none"], "method label-smoothing needs a smoothing noise")]:
+        assert main(fresh + extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    plain = [a for a in fresh if a not in ("--method", "label-smoothing")]
+    assert main(plain + ["--smoothing", "0.2"]) == 2
+    assert "--smoothing belongs to --method label-smoothing" in capsys.readouterr().err
+    assert not (tmp_path / "d.pt").exists()
+
+
+def test_registry_without_the_new_method_is_as_before():
+    assert "label-smoothing" not in registry.METHODS  # the fixture's registration was undone
+    assert registry.names("method") == ("noise", "consistency", "smoothadv", "macer")
+    assert registry.names("adversarial") == ("none", "sinkhorn", "frank-wolfe", "flow")
+
+
+# ---------------------------------------------------------------------------------- old checkpoints
+# Written by `wsmooth train` of commit cfda37a (before wsmooth_ext/training existed), 1 of 2 epochs, with
+#   wsmooth train --dataset digits --arch wong_mnist --train-size 48 --batch 16 --optimizer sgd --momentum 0
+#                 --lr 0.05 --epochs 1 --no-progress  + the options below
+OLD = {"noise": ["--noise", "flow-laplace", "--sigma", "0.05"],
+       "consistency": ["--noise", "flow-laplace", "--sigma", "0.05", "--method", "consistency",
+                       "--consistency-lambda", "2"],
+       "adversarial_flow": ["--adversarial", "flow", "--adv-attack-steps", "2", "--adv-eps-warmup", "2"]}
+OLD_BASE = ["train", "--dataset", "digits", "--arch", "wong_mnist", "--train-size", "48", "--batch", "16",
+            "--optimizer", "sgd", "--momentum", "0", "--lr", "0.05", "--no-progress"]
+
+
+@pytest.mark.parametrize("name", sorted(OLD))
+def test_checkpoints_written_before_the_package_resume(name, tmp_path, capsys):
+    path = tmp_path / "old.pt"
+    shutil.copy(DATA / f"{name}.pt", path)
+    _, old_meta, old_state = load_training_state(path)
+    assert main(OLD_BASE + OLD[name] + ["--epochs", "2", "--resume", "--out", str(path)]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    _, meta, state = load_training_state(path)
+    # the same train_args, key for key (only epochs changed): the format is unchanged
+    assert {**old_meta["train_args"], "epochs": 2} == meta["train_args"]
+    assert list(meta["train_args"]) == list(old_meta["train_args"])
+    assert state["epoch"] == 2 and state["history"][0] == old_state["history"][0]
+    # and the resumed weights are those of an uninterrupted run of today's code (bit for bit on the CPU that
+    # wrote the file; the tolerance allows another CPU's float rounding in the stored first epoch)
+    fresh = tmp_path / "fresh.pt"
+    assert main(OLD_BASE + OLD[name] + ["--epochs", "2", "--out", str(fresh)]) == 0
+    resumed, full = load_training_state(path)[0], load_training_state(fresh)[0]
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_old_checkpoint_with_changed_settings_is_refused(tmp_path, capsys):
+    path = tmp_path / "old.pt"
+    shutil.copy(DATA / "consistency.pt", path)
+    changed = [("3" if a == "2" else a) for a in OLD["consistency"]]
+    assert main(OLD_BASE + changed + ["--epochs", "2", "--resume", "--out", str(path)]) == 2
+    assert "consistency_lambda was 2.0 there, now 3.0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- the shape of the package
+def _functions(path: Path):
+    tree = ast.parse(path.read_text())
+    return [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_loop_names_no_method_and_functions_stay_small():
+    source = (PACKAGE / "loop.py").read_text()
+    for name in list(registry.METHODS) + ["adversarial", "adv_", "num_noise"]:
+        assert f'"{name}' not in source and f"'{name}" not in source, name
+    lengths = {f"{p.name}:{name}": n for p in PACKAGE.glob("*.py") for name, n in _functions(p)}
+    assert lengths["loop.py:train_loop"] <= 80
+    assert max(n for key, n in lengths.items() if key != "loop.py:train_loop") <= 60, lengths

@@ -1,0 +1,117 @@
+"""What a training run needs besides its method: :class:`TrainConfig` (optimizer, epochs, data order,
+noise, test set, checkpoint, logging, processes) and the checks of it and of the data."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import noises
+from ..distributed import DistContext
+from .method import TrainingMethod
+
+OPTIMIZERS = ("sgd", "adam")
+# train_args a resumed run must keep (epochs may change: that is how a run is extended; world_size may too)
+RESUME_FIXED = ("noise", "sigma", "lr", "batch_size", "seed", "momentum", "weight_decay", "optimizer",
+                "train_size", "augment")
+
+
+@dataclass
+class TrainConfig:
+    """The settings of :func:`wsmooth_ext.train.train` other than the method (see its docstring)."""
+
+    noise: str
+    sigma: float
+    epochs: int
+    lr: float = 0.001
+    batch_size: int = 128
+    seed: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"
+    augment: bool = False
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    checkpoint_path: str | Path | None = None
+    resume: bool = False
+    progress: bool = True
+    metadata: dict | None = None
+    log: Callable[[str], None] | None = None
+    dist_ctx: DistContext | None = None
+
+    @property
+    def ctx(self) -> DistContext:
+        return self.dist_ctx or DistContext()
+
+    @property
+    def noise_sigma(self) -> float:
+        return float(self.sigma) if self.noise != noises.NONE else 0.0
+
+    def record(self, train_size: int) -> dict:
+        """The run's part of the checkpoint's ``train_args``."""
+        return {"noise": self.noise, "sigma": self.noise_sigma, "epochs": self.epochs, "lr": float(self.lr),
+                "batch_size": self.batch_size, "seed": self.seed, "momentum": float(self.momentum),
+                "weight_decay": float(self.weight_decay), "optimizer": self.optimizer, "train_size": train_size,
+                "augment": bool(self.augment),
+                # recorded, not fixed: a run may be resumed with another number of processes
+                "world_size": self.ctx.world_size}
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def check_data(model, images, labels) -> None:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+        raise ValueError("train_images must be a float tensor [N, C, H, W] in [0, 1]")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
+        raise ValueError(f"train_labels must be a 1-D tensor with one label per image ({len(images)})")
+    if len(images) == 0:
+        raise ValueError("train_images is empty")
+
+
+def check_noise(config: TrainConfig, method: TrainingMethod, params, images: torch.Tensor) -> None:
+    """The noise, and whether the method can train with it on these images."""
+    if config.noise != noises.NONE:
+        noises.get(config.noise)
+        noises.check_sigma(config.sigma)
+    elif method.needs_noise:
+        raise ValueError(f"{method.title} needs a smoothing noise, not noise='none'")
+    method.check(params, config.noise, images)
+
+
+def check_numbers(c: TrainConfig, images: torch.Tensor) -> None:
+    for name, value, low in (("epochs", c.epochs, 0), ("batch_size", c.batch_size, 1), ("seed", c.seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("lr", c.lr), ("momentum", c.momentum), ("weight_decay", c.weight_decay)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
+    if c.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {c.optimizer!r}")
+    if (c.test_images is None) != (c.test_labels is None):
+        raise ValueError("give both test_images and test_labels, or neither")
+    if c.test_images is not None and (c.test_images.shape[1:] != images.shape[1:]
+                                      or len(c.test_labels) != len(c.test_images)):
+        raise ValueError(f"test_images {tuple(c.test_images.shape)} / test_labels {tuple(c.test_labels.shape)} do "
+                         f"not match train_images {tuple(images.shape)}")
+
+
+def check_run(c: TrainConfig) -> None:
+    if c.resume and c.checkpoint_path is None:
+        raise ValueError("resume=True needs checkpoint_path")
+    if c.dist_ctx is not None:
+        if not isinstance(c.dist_ctx, DistContext):
+            raise ValueError(f"dist_ctx must be a wsmooth_ext.distributed.DistContext, got {type(c.dist_ctx).__name__}")
+        if c.dist_ctx.enabled and c.batch_size < c.dist_ctx.world_size:
+            # every global batch would leave a process without a single example: surely a mistake
+            raise ValueError(f"batch_size {c.batch_size} is smaller than the number of processes "
+                             f"{c.dist_ctx.world_size}; each process needs at least one example of each batch")
