@@ -102,14 +102,11 @@ def test_a_declared_experiment_runs_resumes_and_reports(checkpoint, tmp_path, mo
     assert summary.endswith(f"Command: `{command}` (add `--resume` to continue it).\n")
     assert result.command == command == command_line(EXPERIMENT, result.settings, whole)
 
+    from conftest import interrupted_after
+
     real = certify_module.certify_to_log
-
-    def stop_after_two(smooth, images, labels, indices, *args, **kwargs):
-        real(smooth, images, labels, indices[:2], *args, **kwargs)
-        raise KeyboardInterrupt
-
     out = tmp_path / "interrupted"
-    monkeypatch.setattr(certify_module, "certify_to_log", stop_after_two)
+    monkeypatch.setattr(certify_module, "certify_to_log", interrupted_after(real, 2))
     with pytest.raises(KeyboardInterrupt):
         _run(out, checkpoint)
     assert len(read_log(out / "given.tsv")[1]) == 2 and not (out / "summary.md").exists()
