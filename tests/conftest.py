@@ -71,3 +71,12 @@ def _linear_classifier(x, y, lr: float, steps: int):
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     return model.eval()
+
+
+def interrupted_after(real, count: int):
+    """``real`` (a runner taking ``(target, images, labels, indices, ...)``: certify_to_log, attack_to_log) that
+    handles only the first ``count`` indices and then stops as Ctrl-C would (import it from conftest)."""
+    def run(target, images, labels, indices, *args, **kwargs):
+        real(target, images, labels, indices[:count], *args, **kwargs)
+        raise KeyboardInterrupt
+    return run

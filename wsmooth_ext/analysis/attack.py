@@ -28,7 +28,7 @@ import numpy as np
 from ..runs.attack import ATTACK_HEADER
 from ..runs.logfile import read_log
 from ..smooth import ABSTAIN
-from .tables import default_radius_grid, format_table
+from .tables import default_radius_grid, format_table, pct
 
 # per-channel mass-share differences (summed) up to this are rounding, not a change of the threat model
 CHANNEL_GAP_TOL = 1e-6
@@ -267,3 +267,71 @@ def format_check(result: dict) -> str:
     if result["violation_idx"]:
         text += f"; violating idx: {result['violation_idx'][:20]}"
     return "\n".join([text] + [f"warning: {w}" for w in result["warnings"]])
+
+
+# what each attack's nominal ε measures (its own units; only exact W1 compares attacks)
+NOMINAL_UNITS = {"sinkhorn": "radius of the entropic ball (cost |offset|_2)",
+                 "frank-wolfe": "W1 bound, L2 ground", "pgd-dual": "W1 bound, L2 ground",
+                 "flow": "L1 norm of the flow plan (≥ W1, L1 ground)"}
+
+
+def format_attack_tables(logs: dict, grid) -> str:
+    """Two Markdown tables of accuracy under attack (%) at each ``grid`` value, of nominal ε and of exact W1; one
+    row per log of ``logs`` ((model, attack) -> path, in row order). Medians over all attacked images (0: wrong
+    before the attack, inf: never fooled), 4 significant digits; s/digit: mean attack seconds per image (the
+    logs' time column); W1/ε: median ratio over the fooled images."""
+    parts = []
+    for column, title, median in (("radius", "nominal ε", "median ε"), ("w1", "exact W1", "median W1")):
+        header = (["model", "attack", "N", "clean acc. %"] + [f"acc. % @ {'ε' if column == 'radius' else 'W1'} "
+                                                                f"{g:g}" for g in grid] + [median])
+        header += ["s/digit"] if column == "radius" else ["W1/ε"]
+        body = []
+        for (model, method), path in logs.items():
+            summary = summarize_attack_log(path)
+            rows = summary["rows"]
+            acc = accuracy_under_attack(rows, grid, column)
+            row = ([model, method, str(len(rows)), pct(summary["clean_accuracy"])] + [pct(a) for a in acc]
+                   + [_fmt(summary["median_radius" if column == "radius" else "median_w1"])])
+            if column == "radius":
+                row.append(f"{summary['time_per_image']:.3g}")
+            else:
+                ratio = summary["w1_over_eps"]
+                row.append("—" if ratio is None else f"{ratio:.3g}")
+            body.append(row)
+        parts.append(f"Accuracy under attack vs {title}:\n\n" + format_table(header, body, markdown=True))
+    return "\n\n".join(parts)
+
+
+def plot_attacks_by_method(logs: dict, models, methods, grid, out_png) -> Path:
+    """One row per attack method: accuracy under attack vs nominal ε (left) and vs exact W1 (right), one step
+    curve per model in each panel (an image counts as broken from its distance on). ``logs``: (model, method)
+    -> path; ``grid``: the table's values (the x axis reaches past the largest)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = {key: read_attack_log(path) for key, path in logs.items()}
+    fig = Figure(figsize=(10, 3.6 * len(methods)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(methods), 2, squeeze=False)
+    for i, method in enumerate(methods):
+        for ax, column in zip(axes[i], ("radius", "w1")):
+            finite = [float(r[column]) for m in models for r in rows[(m, method)]
+                      if r.get(column) is not None and math.isfinite(float(r[column]))]
+            top = max(finite + [max(grid), 1e-3]) * 1.1
+            eps = np.linspace(0.0, top, 400)
+            for m in models:
+                ax.step(eps, accuracy_under_attack(rows[(m, method)], eps, column), where="post", label=m)
+            if column == "radius":
+                ax.set_xlabel(f"nominal ε: {NOMINAL_UNITS[method]}, mass-normalized", fontsize=8)
+            else:
+                ax.set_xlabel("exact W1 of the example (L2 ground), mass-normalized", fontsize=8)
+            ax.set_ylabel("accuracy under attack (%)")
+            ax.set_title(f"{method} attack", fontsize=10)
+            ax.set_ylim(0, 100)
+            ax.set_xlim(0, top)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    return out_png

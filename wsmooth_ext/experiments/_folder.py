@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 SETTINGS_FILE = "experiment.json"
 
@@ -51,13 +51,13 @@ def read_record(out: Path, name: str) -> dict:
 
 
 def check_output(out: Path, name: str, settings: dict, resume: bool,
-                 describe: Callable[[str], str] = option, none: str = "none") -> bool:
+                 spell: Callable[[str, Any], str] | None = None) -> bool:
     """Fail before any work unless ``out`` can hold experiment ``name`` with ``settings`` (a JSON object).
     True when it continues an existing experiment.
 
     A new experiment needs a missing or empty folder; ``resume`` continues a folder whose experiment.json
-    records the same settings (and starts a new experiment in a missing or empty one). ``describe`` names a
-    setting in messages (its option by default); ``none`` is how they spell an unset value."""
+    records the same settings (and starts a new experiment in a missing or empty one). ``spell(name, value)``
+    writes a setting's value in messages as its option takes it (default :func:`format_value`)."""
     from ..runs.logfile import check_new_output
 
     if out.exists() and not out.is_dir():
@@ -70,7 +70,8 @@ def check_output(out: Path, name: str, settings: dict, resume: bool,
                               "experiment in it, or choose another folder")
     data = read_record(out, name)
     before = data.get("settings") or {}
-    changed = [f"{describe(k)} {format_value(before.get(k), none)} (now {format_value(v, none)})"
+    spell = spell or (lambda key, value: format_value(value))
+    changed = [f"{option(k)} {spell(k, before.get(k))} (now {spell(k, v)})"
                for k, v in settings.items() if before.get(k) != v]
     if changed:
         quick = " (it was started with --quick)" if data.get("quick") else ""

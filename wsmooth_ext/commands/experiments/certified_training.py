@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import time
+from ._cli import command
 
 HELP = ("train wong_mnist with each training method at each sigma, certify held-out digits, and write a "
         "Markdown table and certified-accuracy curves (resumable; --quick for a miniature)")
@@ -33,109 +32,4 @@ example:  OMP_NUM_THREADS=1 wsmooth experiment certified-training --out wsmooth_
 """
 
 
-def _split(kind):
-    def parse(text: str) -> list:
-        try:
-            return [kind(part.strip()) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__} values: "
-                                             f"{text!r}") from None
-    return parse
-
-
-def _quick(name: str) -> str:
-    from ...experiments.certified_training import QUICK
-
-    return f"; {QUICK[name]} with --quick" if name in QUICK else ""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ...certificates import CERTIFICATES
-    from ...experiments.certified_training import DATASETS, DEFAULT_RADII, QUICK, Settings
-    from ...methods import METHODS
-    from ...noises import NOISES, help_text
-    from ...train import OPTIMIZERS
-
-    d, q = Settings(), QUICK
-    parser.epilog = EPILOG
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty, or with --resume "
-                        "one this command started)")
-    parser.add_argument("--resume", action="store_true", help="continue the experiment in --out (same settings)")
-    parser.add_argument("--quick", action="store_true",
-                        help="miniature size: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in q.items()))
-    parser.add_argument("--methods", type=_split(str), nargs="+", default=None, metavar="M",
-                        help=f"training methods, comma-separated, among {', '.join(METHODS)} "
-                        f"(default {','.join(d.methods)})")
-    parser.add_argument("--sigmas", type=_split(float), nargs="+", default=None, metavar="S",
-                        help="noise std per flow edge, mass-normalized units, comma-separated (default "
-                        f"{','.join(f'{s:g}' for s in d.sigmas)})")
-    parser.add_argument("--radii", type=_split(float), nargs="+", default=None, metavar="R",
-                        help="radii of the certified-accuracy columns: W1, L2 ground metric, mass-normalized, "
-                        f"comma-separated (default {','.join(f'{r:g}' for r in DEFAULT_RADII)})")
-    parser.add_argument("--dataset", choices=DATASETS, default=None,
-                        help=f"images to train and certify on (default {d.dataset}: 4,000 train / 1,000 held-out "
-                        "digits, embedded, offline)")
-    parser.add_argument("--data-dir", default=None, help="directory of the mnist files (--dataset mnist only)")
-    parser.add_argument("--train-size", type=int, default=None, metavar="N",
-                        help=f"train on the first N training images (default all{_quick('train_size')})")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help=f"training epochs per run (default {d.epochs}{_quick('epochs')})")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"optimizer (default {d.optimizer})")
-    parser.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.lr:g})")
-    parser.add_argument("--batch", type=int, default=None,
-                        help=f"training batch size in images (default {d.batch})")
-    parser.add_argument("--momentum", type=float, default=None,
-                        help=f"SGD momentum, unused by adam (default {d.momentum:g})")
-    parser.add_argument("--weight-decay", type=float, default=None, help=f"weight decay (default {d.weight_decay:g})")
-    parser.add_argument("--seed", type=int, default=None,
-                        help=f"seed of weights, batch order, training and certification noise (default {d.seed})")
-    parser.add_argument("--noise", choices=NOISES, default=None,
-                        help=f"training and smoothing noise (default {d.noise}): {help_text()}")
-    parser.add_argument("--certificate", choices=CERTIFICATES, default=None,
-                        help="certificate (default: the strongest valid one for --noise: tight for the laplace noises, "
-                        "uniform for the uniform ones)")
-    parser.add_argument("--max-images", type=int, default=None, metavar="M",
-                        help=f"certify the first M held-out images (default {d.max_images}"
-                        f"{_quick('max_images')})")
-    parser.add_argument("--n0", type=int, default=None,
-                        help=f"selection samples per image (default {d.n0}{_quick('n0')})")
-    parser.add_argument("--samples", type=int, default=None,
-                        help=f"estimation samples per image (default {d.samples}{_quick('samples')})")
-    parser.add_argument("--alpha", type=float, default=None,
-                        help=f"failure probability of each certificate, in (0, 1) (default {d.alpha:g})")
-    parser.add_argument("--certify-batch", type=int, default=None, metavar="B",
-                        help="noisy images per forward pass while certifying (default: automatic, as `wsmooth "
-                        "certify`); changes no result")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def settings_from_args(args: argparse.Namespace):
-    """The experiment's Settings: the options given, else --quick's values (with --quick), else the defaults."""
-    import dataclasses
-
-    from ...experiments.certified_training import QUICK, Settings
-
-    values = dict(QUICK) if args.quick else {}
-    for field in dataclasses.fields(Settings):
-        given = getattr(args, field.name)
-        if given is not None:
-            values[field.name] = tuple(v for group in given for v in group) if field.name in ("methods",
-                                                                                               "sigmas") else given
-    return Settings(**values)
-
-
-def run(args: argparse.Namespace) -> int:
-    from ...experiments.certified_training import (DEFAULT_RADII, PLOT_FILE, SUMMARY_FILE, format_table,
-                                                   run_certified_training)
-    from .._common import resolve_device
-
-    started = time.perf_counter()
-    radii = DEFAULT_RADII if args.radii is None else [r for group in args.radii for r in group]
-    runs = run_certified_training(args.out, settings_from_args(args), resume=args.resume, radii=radii,
-                                  device=resolve_device(args.device), certify_batch=args.certify_batch,
-                                  data_dir=args.data_dir, progress=not args.no_progress, quick=args.quick)
-    print("\n" + format_table(runs) + "\n")
-    print(f"wrote {args.out}/{SUMMARY_FILE}, {args.out}/{PLOT_FILE}, checkpoints and logs in {args.out} "
-          f"({time.perf_counter() - started:.1f} s)")
-    return 0
+add_arguments, run = command("certified_training", EPILOG)

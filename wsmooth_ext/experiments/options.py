@@ -1,0 +1,155 @@
+"""The settings of an experiment as data: each one an :class:`Option` (name, default, help with units, check), and
+the blocks of options that experiments share (training, certification, attack schedule).
+
+An experiment lists its options in the order ``experiment.json`` records them and its command line prints them;
+:func:`settings_class` turns the list into the frozen dataclass of its settings, :func:`check_settings` checks
+every value (one ``ValueError`` naming the option), and ``wsmooth_ext.commands.experiments._cli`` turns the same
+list into the command's arguments and ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from ..train import OPTIMIZERS
+from . import _checks
+from ._folder import format_value
+
+ARCH = "wong_mnist"  # the architecture the experiments train; every dataset below is one it takes
+DATASETS = ("mnist5k", "digits", "mnist")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: a field of the experiment's settings and the option ``--name`` of its command."""
+
+    name: str
+    default: Any
+    help: str  # what it is, with its unit; the command appends "(default D; Q with --quick)"
+    check: Callable[[str, Any], Any] | None = None  # (name, value) -> normalized value, or ValueError naming it
+    type: Callable | None = None  # argparse type (of each element, for a tuple default); default: the default's
+    choices: tuple | None = None
+    metavar: str | None = None
+    note: str = ""  # said right after the default in --help
+    none: str = "none"  # how an unset value (None) is spelled in --help, messages and command lines
+    group: str | None = None  # the --help section; None: the main one
+    path: bool = False  # names a checkpoint (file or folder): the experiment records the hash of what it read
+
+    @property
+    def flag(self) -> str:
+        return _checks.option(self.name)
+
+    def spell(self, value) -> str:
+        return format_value(value, self.none)
+
+
+def settings_class(name: str, options) -> type:
+    """The frozen dataclass of an experiment's settings: one field per option, in order, with its default."""
+    return dataclasses.make_dataclass(name, [(o.name, Any, dataclasses.field(default=o.default)) for o in options],
+                                      frozen=True)
+
+
+def check_settings(options, settings, cls: type):
+    """``settings`` with every value checked and normalized by its option, in order (ValueError naming it)."""
+    if not isinstance(settings, cls):
+        raise ValueError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
+    values = {o.name: o.check(o.name, getattr(settings, o.name)) if o.check else getattr(settings, o.name)
+              for o in options}
+    return dataclasses.replace(settings, **values)
+
+
+# --- checks in the (name, value) form options take -----------------------------------------------------------
+
+def count(name, value, low: int = 1, allow_none: bool = False):
+    return _checks.integer(name, value, low=low, allow_none=allow_none)
+
+
+def choice(allowed):
+    """The check that a value is one of ``allowed``."""
+    def check(name, value):
+        _checks.choices(name, value, allowed)
+        return value
+    return check
+
+
+def checkpoint_file(name, value):
+    """A checkpoint path, or None (the experiment trains the model); it must exist."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{_checks.option(name)} must be a checkpoint path, got {value!r}")
+    if not Path(value).is_file():
+        raise FileNotFoundError(f"{_checks.option(name)} {value}: no such checkpoint file")
+    return value
+
+
+def sigma(name, value) -> float:
+    from .. import noises
+
+    return float(noises.check_sigma(value, _checks.option(name)))
+
+
+def alpha(name, value) -> float:
+    return _checks.number(name, value, below=1.0)
+
+
+positive = partial(_checks.number, positive=True)
+non_negative = partial(_checks.number, positive=False)
+
+
+# --- shared blocks ------------------------------------------------------------------------------------------
+
+T = "training"
+DATASET = Option("dataset", "mnist5k", f"images to train and evaluate on ({ARCH} takes them; mnist5k: 4,000 train / "
+                 "1,000 held-out digits, embedded, offline; mnist: the official files in --data-dir)",
+                 choice(DATASETS), choices=DATASETS, group=T)
+SEED = Option("seed", 0, "seed of the weights, the batch order and every noise draw (training, smoothing, attacks)",
+              lambda name, value: _checks.seed(value), group=T)
+TRAINING = (  # what every model trained here shares (steps.Train reads them)
+    DATASET,
+    Option("train_size", None, "train on the first N training images", partial(count, allow_none=True), type=int,
+           metavar="N", none="all", group=T),
+    Option("epochs", 20, "training epochs of each model", count, group=T),
+    Option("optimizer", "adam", "optimizer", choice(OPTIMIZERS), choices=OPTIMIZERS, group=T),
+    Option("lr", 1e-3, "learning rate", positive, group=T),
+    Option("batch", 64, "training batch size in images", count, group=T),
+    Option("momentum", 0.9, "SGD momentum, unused by adam", non_negative, group=T),
+    Option("weight_decay", 5e-4, "weight decay", non_negative, group=T),
+    SEED,
+)
+
+E = "evaluation"
+
+
+def images(default: int | None) -> Option:
+    """How many held-out images are evaluated (the first M; None: all)."""
+    return Option("max_images", default, "evaluate the first M held-out images", partial(count, allow_none=True),
+                  type=int, metavar="M", none="all", group=E)
+
+
+CERTIFY = (
+    Option("n0", 1000, "selection samples per image", count, group=E),
+    Option("samples", 10000, "estimation samples per image", count, group=E),
+    Option("alpha", 0.05, "failure probability of each certificate, in (0, 1)", alpha, group=E),
+)
+
+A = "attacks"
+ATTACK_SCHEDULE = (  # the paper's MNIST schedule: eps 0.3, x1.1 every 10 iterations, 200 iterations
+    Option("eps0", 0.3, "initial radius, mass-normalized, in each attack's units", positive, group=A),
+    Option("eps_factor", 1.1, "radius growth factor, >= 1", partial(_checks.number, at_least=1.0), group=A),
+    Option("eps_every", 10, "grow the radius every this many iterations", count, group=A),
+    Option("max_iter", 200, "attack iterations", count, group=A),
+    Option("n_grad", 128, "smoothed model: noise samples per gradient", count, group=A),
+    Option("n_test", 10000, "smoothed model: noise samples per success test", count, group=A),
+    Option("alpha", 0.05, "smoothed model: binomial-test level of the success test, in (0, 1)", alpha, group=A),
+)
+
+
+def training_recipe(s) -> str:
+    """The training block's settings in words, as the reports state them."""
+    optimizer = f"{s.optimizer} lr {s.lr:g}" + (f" momentum {s.momentum:g}" if s.optimizer == "sgd" else "")
+    return f"{s.epochs} epochs, {optimizer}, weight decay {s.weight_decay:g}, batch {s.batch}, seed {s.seed}"
