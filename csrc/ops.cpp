@@ -57,7 +57,7 @@ PyObject* time_cpu_generator(PyObject*, PyObject* args) {
 PyMethodDef kMethods[] = {
     {"cpu_kernel_info", cpu_kernel_info, METH_NOARGS, "The CPU path of the kernels and why it was chosen."},
     {"time_cpu_generator", time_cpu_generator, METH_VARARGS,
-     "time_cpu_generator(path, float64, noise, draws, streams) -> seconds of the noise generator alone."},
+     "time_cpu_generator(path, float64, noise, draws, streams) -> CPU seconds of the noise generator alone."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

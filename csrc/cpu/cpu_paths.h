@@ -45,8 +45,8 @@ struct CpuPathChoice {
 
 CpuPathChoice choose_cpu_path();
 
-// Seconds (steady clock) for `streams` runs of one path's generator alone, on the calling thread, into an
-// L1-resident buffer: Philox + conversion to noise (+ log for laplace), no stencil, no output. The benchmarks'
+// Seconds (CPU time of the calling thread where POSIX has it, else elapsed) for `streams` runs of one path's
+// generator alone, on the calling thread, into an L1-resident buffer: Philox + conversion to noise (+ log for laplace), no stencil, no output. The benchmarks'
 // floor. TORCH_CHECK fails for an unknown or unrunnable path and for draws or streams outside [1, 2^31).
 double time_generator(const std::string& path, bool float64, int64_t kind, int64_t draws, int64_t streams);
 

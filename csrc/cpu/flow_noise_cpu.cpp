@@ -69,8 +69,7 @@ at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double si
     const double* fp = factor.data_ptr<double>();
     const auto forward = row_fns<scalar_t>(*choose_cpu_path().path->kernels).forward;
     for_each_chunk<scalar_t>(out.size(0), geo.draws, [&](int64_t begin, int64_t end, scalar_t* scratch) {
-      std::vector<scalar_t> row_tmp(geo.W);
-      forward(geo, begin, end, xp, kp, fp, scratch, row_tmp.data(), op);
+      forward(geo, begin, end, xp, kp, fp, scratch, op);
     });
   });
   return out;

@@ -22,7 +22,7 @@ inline int64_t scratch_size(int64_t draws) { return (draws + kDrawsPerBatch - 1)
 
 template <typename scalar_t>
 using ForwardRowsFn = void (*)(const Geometry&, int64_t begin, int64_t end, const scalar_t* x, const int64_t* keys,
-                               const double* factor, scalar_t* scratch, scalar_t* row_tmp, scalar_t* out);
+                               const double* factor, scalar_t* scratch, scalar_t* out);
 template <typename scalar_t>
 using DotRowsFn = void (*)(const Geometry&, int64_t begin, int64_t end, const scalar_t* grad, const int64_t* keys,
                            scalar_t* scratch, double* dots);
@@ -55,11 +55,35 @@ const RowFns<scalar_t>& row_fns(const CpuKernels& k) {
 
 namespace rows {
 
+// The vertical part of a pixel's net inflow: from the pixel above minus to the pixel below (top row: no inflow,
+// bottom row: no outflow).
+enum RowKind { kTopRow, kMiddleRow, kBottomRow };
+template <RowKind kRow, typename scalar_t>
+WS_INLINE scalar_t vertical(const scalar_t* above, const scalar_t* below, int64_t j) {
+  if constexpr (kRow == kTopRow) {
+    return -below[j];
+  } else if constexpr (kRow == kBottomRow) {
+    return above[j];
+  } else {
+    return above[j] - below[j];
+  }
+}
+
+// One output row, each pixel written once from registers: x + f·(vertical + h[j-1] - h[j]), edges without the
+// missing horizontal term. The interior loop vectorizes (unaligned loads of h at j-1 and j).
+template <RowKind kRow, typename scalar_t>
+WS_INLINE void stencil_row(const scalar_t* __restrict above, const scalar_t* __restrict below,
+                           const scalar_t* __restrict hr, const scalar_t* __restrict xr, scalar_t f, int64_t W,
+                           scalar_t* __restrict orow) {
+  orow[0] = xr[0] + f * (vertical<kRow>(above, below, 0) - hr[0]);
+  for (int64_t j = 1; j < W - 1; ++j) orow[j] = xr[j] + f * (vertical<kRow>(above, below, j) + (hr[j - 1] - hr[j]));
+  orow[W - 1] = xr[W - 1] + f * (vertical<kRow>(above, below, W - 1) + hr[W - 2]);
+}
+
 // One output sample: out = x + f·div(n) (flow) or x + f·n (pixel), n the unit noise in buf.
 template <typename scalar_t>
 WS_INLINE void apply_sample(const scalar_t* __restrict x, const scalar_t* __restrict buf, scalar_t f, int64_t C,
-                            int64_t H, int64_t W, bool pixel, scalar_t* __restrict row_tmp,
-                            scalar_t* __restrict out) {
+                            int64_t H, int64_t W, bool pixel, scalar_t* __restrict out) {
   if (pixel) {
     const int64_t n = C * H * W;
     for (int64_t p = 0; p < n; ++p) out[p] = x[p] + f * buf[p];
@@ -67,26 +91,15 @@ WS_INLINE void apply_sample(const scalar_t* __restrict x, const scalar_t* __rest
   }
   const int64_t r = draws_per_channel(H, W, false);
   for (int64_t c = 0; c < C; ++c) {
-    const scalar_t* v = buf + c * r;             // [H-1, W]: v[i,j] moves mass (i,j) -> (i+1,j)
-    const scalar_t* h = v + (H - 1) * W;         // [H, W-1]: h[i,j] moves mass (i,j) -> (i,j+1)
-    for (int64_t i = 0; i < H; ++i) {
-      const scalar_t* above = v + (i - 1) * W;   // inflow from the pixel above (valid when i > 0)
-      const scalar_t* below = v + i * W;         // outflow to the pixel below (valid when i < H-1)
-      if (i == 0) {
-        for (int64_t j = 0; j < W; ++j) row_tmp[j] = -below[j];
-      } else if (i == H - 1) {
-        for (int64_t j = 0; j < W; ++j) row_tmp[j] = above[j];
-      } else {
-        for (int64_t j = 0; j < W; ++j) row_tmp[j] = above[j] - below[j];
-      }
-      const scalar_t* hr = h + i * (W - 1);
-      row_tmp[0] -= hr[0];
-      for (int64_t j = 1; j < W - 1; ++j) row_tmp[j] += hr[j - 1] - hr[j];
-      row_tmp[W - 1] += hr[W - 2];
-      const scalar_t* xr = x + (c * H + i) * W;
-      scalar_t* orow = out + (c * H + i) * W;
-      for (int64_t j = 0; j < W; ++j) orow[j] = xr[j] + f * row_tmp[j];
-    }
+    const scalar_t* v = buf + c * r;        // [H-1, W]: v[i,j] moves mass (i,j) -> (i+1,j)
+    const scalar_t* h = v + (H - 1) * W;    // [H, W-1]: h[i,j] moves mass (i,j) -> (i,j+1)
+    const scalar_t* xc = x + c * H * W;
+    scalar_t* oc = out + c * H * W;
+    stencil_row<kTopRow>(v, v, h, xc, f, W, oc);
+    for (int64_t i = 1; i < H - 1; ++i)
+      stencil_row<kMiddleRow>(v + (i - 1) * W, v + i * W, h + i * (W - 1), xc + i * W, f, W, oc + i * W);
+    const int64_t last = H - 1;
+    stencil_row<kBottomRow>(v + (last - 1) * W, v, h + last * (W - 1), xc + last * W, f, W, oc + last * W);
   }
 }
 
@@ -123,14 +136,14 @@ WS_INLINE double dot_sample(const scalar_t* __restrict g, const scalar_t* __rest
 
 template <class Multiply, typename scalar_t>
 WS_INLINE void forward(const Geometry& geo, int64_t begin, int64_t end, const scalar_t* x, const int64_t* keys,
-                       const double* factor, scalar_t* scratch, scalar_t* row_tmp, scalar_t* out) {
+                       const double* factor, scalar_t* scratch, scalar_t* out) {
   const int64_t chw = geo.C * geo.H * geo.W;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / geo.num_samples, k = row % geo.num_samples;
     simd::generate_lanes<Multiply>(make_stream(geo.seed, keys[b], geo.sample_offset + k), geo.kind, geo.draws,
                                    scratch);
     apply_sample<scalar_t>(x + b * chw, scratch, static_cast<scalar_t>(factor[b]), geo.C, geo.H, geo.W, geo.pixel,
-                           row_tmp, out + row * chw);
+                           out + row * chw);
   }
 }
 
@@ -167,8 +180,8 @@ WS_INLINE void generate_streams(uint64_t seed, int64_t kind, int64_t draws, int6
   namespace {                                                                                                  \
   template <typename T>                                                                                        \
   TARGET __attribute__((flatten)) void NAME##_forward(const ::wsmooth::Geometry& g, int64_t b, int64_t e, const T* x, const int64_t* k,  \
-                             const double* f, T* s, T* t, T* o) {                                              \
-    ::wsmooth::rows::forward<MULTIPLY, T>(g, b, e, x, k, f, s, t, o);                                          \
+                             const double* f, T* s, T* o) {                                                    \
+    ::wsmooth::rows::forward<MULTIPLY, T>(g, b, e, x, k, f, s, o);                                             \
   }                                                                                                            \
   template <typename T>                                                                                        \
   TARGET __attribute__((flatten)) void NAME##_dot(const ::wsmooth::Geometry& g, int64_t b, int64_t e, const T* gr, const int64_t* k,     \
