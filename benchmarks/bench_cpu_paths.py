@@ -1,6 +1,6 @@
 """The fused op on every CPU path this processor runs, against the paper's procedure, in one run.
 
-Run: python benchmarks/bench_cpu_paths.py [--rounds 5] [--busy] [--shapes mnist,cifar] [--threads 1,2]
+Run: python benchmarks/bench_cpu_paths.py [--rounds 5] [--busy] [--shapes mnist,cifar] [--threads 1,2] [--timer cpu]
 
 For each shape (1x1x28x28 and 1x3x32x32, 10^4 samples, flow-laplace sigma=0.01, float32) and thread count, every
 round times the reference (wsmooth_ext.reference, rng="torch": repeat, torch's Laplace sampler, four slice
@@ -13,6 +13,8 @@ thread; _C.time_cpu_generator, which counts the thread's CPU time, so other jobs
 in draws per CPU-second. "achieved" is the op's draws per second per thread; its share of
 the floor says what the stencil, the output write (31 MB for MNIST), page faults and threading cost.
 
+--timer cpu times with the process's CPU time instead of the wall clock: with --threads 1 that is what each side
+costs however busy the machine is (with more threads it adds up all threads, spinning ones included).
 --busy starts one competing busy process (a Python spin loop) for the whole run, as another user's job would.
 Every table line carries the 1-minute load average (os.getloadavg) read just after it was measured.
 """
@@ -73,21 +75,24 @@ def floor_draws_per_s(path: str, draws: int, noise: int) -> float:
     return max(streams * draws / ops._C.time_cpu_generator(path, False, noise, draws, streams) for _ in range(3))
 
 
-def measure(shape, threads: int, paths: list[str], rounds: int) -> dict:
+TIMERS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def measure(shape, threads: int, paths: list[str], rounds: int, clock=time.perf_counter) -> dict:
     torch.set_num_threads(threads)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     times = {name: [] for name in ["reference", *paths]}
     for round_ in range(rounds + 1):  # round 0 warms up and is dropped
-        start = time.perf_counter()
+        start = clock()
         reference.flow_noise_reference(x, SAMPLES, SIGMA, rng="torch")
         if round_:
-            times["reference"].append(time.perf_counter() - start)
+            times["reference"].append(clock() - start)
         for path in paths:
             force(path)
-            start = time.perf_counter()
+            start = clock()
             wsmooth_ext.flow_noise(x, SAMPLES, SIGMA, seed=round_)
             if round_:
-                times[path].append(time.perf_counter() - start)
+                times[path].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -96,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case (median reported; default 5)")
     parser.add_argument("--busy", action="store_true", help="run one competing busy process during the run")
     parser.add_argument("--shapes", default="mnist,cifar", help="comma list of: " + ", ".join(SHAPES))
+    parser.add_argument("--timer", choices=sorted(TIMERS), default="wall",
+                        help="wall clock (default) or the process's CPU time (see above)")
     parser.add_argument("--threads", default="1,2", help="comma list of intra-op thread counts (default 1,2)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -118,8 +125,8 @@ def main(argv=None) -> int:
           + ", ".join(f"{p} {status.get(p, 'not compiled')}" for p in PATHS))
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
-        print(f"competing busy process: {'yes (pid %d)' % busy.pid if busy else 'no'}; load average at start "
-              f"{os.getloadavg()[0]:.2f}")
+        print(f"competing busy process: {'yes (pid %d)' % busy.pid if busy else 'no'}; timer: {args.timer}; "
+              f"load average at start {os.getloadavg()[0]:.2f}")
         for name in shapes:
             x = torch.rand(SHAPES[name], generator=torch.Generator().manual_seed(0))
             check(paths, x)
@@ -134,7 +141,7 @@ def main(argv=None) -> int:
                   "| load (1 min) |")
             print("|---|---|---|---|---|---|---|---|")
             for threads in thread_counts:
-                medians = measure(SHAPES[name], threads, paths, args.rounds)
+                medians = measure(SHAPES[name], threads, paths, args.rounds, TIMERS[args.timer])
                 load = os.getloadavg()[0]
                 for p in paths:
                     rate = draws * SAMPLES / medians[p] / threads
