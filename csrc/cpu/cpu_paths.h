@@ -3,7 +3,7 @@
 // Paths, from the most capable down, named as PyTorch's ATEN_CPU_CAPABILITY spells them:
 //   avx512   16-lane Philox with AVX-512 (x86-64 builds; processors with AVX-512 F/DQ/BW/VL)
 //   avx2     8-lane Philox with AVX2 (x86-64 builds; processors with AVX2 and FMA)
-//   default  the portable 8-lane vector code for the build's baseline instruction set (every build)
+//   default  the portable 4-lane vector code for the build's baseline instruction set (every build; NEON on ARM)
 // All paths produce bit-identical output. The chosen path is the most capable one that is compiled, that the
 // processor supports and that no environment variable rules out:
 //   ATEN_CPU_CAPABILITY=default|avx2|avx512   an upper bound, as for PyTorch's own kernels ("avx512" on a

@@ -26,10 +26,10 @@ Geometry make_geometry(const at::Tensor& x, int64_t num_samples, int64_t noise, 
                   static_cast<uint64_t>(seed), noise, pixel};
 }
 
-// Calls of fewer than ~256k draws (~0.2 ms; a training batch) stay on the calling thread: an OpenMP region costs
+// Calls of fewer than ~256k draws (~0.5 ms on AVX2; a training batch) stay on the calling thread: an OpenMP region costs
 // little on an idle machine but can stall for many milliseconds when the cores are shared.
 constexpr int64_t kSerialDraws = int64_t(1) << 18;
-// Larger calls are cut into chunks of ~32k draws (~30 µs) that the threads take from a shared counter, rather
+// Larger calls are cut into chunks of ~32k draws (~55 µs on AVX2) that the threads take from a shared counter, rather
 // than one fixed share per thread (at::parallel_for's split): when another process occupies one core, the
 // thread on it takes fewer chunks instead of making the other wait for its half.
 constexpr int64_t kChunkDraws = int64_t(1) << 15;

@@ -2,13 +2,15 @@
 // for every CPU path: csrc/cpu/path_*.cpp instantiate it with a lane count and a 32x32->64-bit multiply
 // (portable, AVX2 or AVX-512) inside a function compiled for that instruction set.
 //
-// Portability: vector types are plain C++ for GCC and Clang on every target. The compiler lowers an 8-lane
-// vector to one AVX2 register, two SSE2 registers or two NEON registers (AArch64), and the widening multiply of
-// the portable policy to pmuludq / umull, so the portable path is the route to ARM. Nothing here includes ATen:
-// a translation unit that compiles part of it for AVX2 must not emit out-of-line copies of library inlines.
+// Portability: vector types are plain C++ for GCC and Clang on every target. The portable path uses 4 lanes, one
+// SSE2 register on x86-64 or one NEON register on AArch64, and the compiler turns its widening multiply into
+// pmuludq / umull (checked in the objects): it is the route to ARM, cross-built and run under qemu by
+// tests/test_cpu_paths_cross.py. Nothing here includes ATen: a translation unit that compiles part of it for
+// AVX2 must not emit out-of-line copies of library inlines.
 //
 // Bit-identity: each lane performs the same IEEE operations, in the same order, as the scalar unit_noise of
-// flow_noise.h (log_reduced is shared); with FMA contraction off (setup.py) every path gives the same bits.
+// flow_noise.h (log_reduced is shared; the selects become masks whose untaken side adds an exact zero); with FMA
+// contraction off (setup.py) every path gives the same bits.
 #pragma once
 
 // GCC notes that passing 32/64-byte vectors by value changes the ABI without AVX: every function here is
