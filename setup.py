@@ -53,7 +53,11 @@ def _extensions():
     openmp = _compiler_accepts("-fopenmp")
     omp = ["-fopenmp"] if openmp else []
     # CXXFLAGS / NVCC_FLAGS from the environment come last, so they can override ours
-    cxx_flags = ["-O3", *omp, "-fdiagnostics-color=always", *shlex.split(os.environ.get("CXXFLAGS", ""))]
+    # -ffp-contract=off: the CPU paths (csrc/cpu/path_*.cpp, one per instruction set) must round exactly alike,
+    # and a multiply-add contracted into an FMA where the instruction set has one would round once instead of
+    # twice: bit-identical output across paths needs every product and sum rounded as written.
+    cxx_flags = ["-O3", *omp, "-ffp-contract=off", "-fdiagnostics-color=always",
+                 *shlex.split(os.environ.get("CXXFLAGS", ""))]
     extra = {"cxx": cxx_flags}
     if use_cuda:
         sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]

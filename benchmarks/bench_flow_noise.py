@@ -2,6 +2,8 @@
 
 Run: python -m pytest benchmarks/bench_flow_noise.py --benchmark-only
 Each case checks correctness first (the op against the Philox reference on a slice), then times both.
+CPU cases name the kernel's CPU path in use (avx512 / avx2 / default: wsmooth_ext.kernel_info(); set
+ATEN_CPU_CAPABILITY to bound it, or run bench_cpu_paths.py for every path in one run).
 """
 
 import pytest
@@ -19,6 +21,11 @@ CASES = [  # (name, shape, samples per image)
     ("mnist batch 100x1x28x28 x 100", (100, 1, 28, 28), 100),
 ]
 GPU_ONLY = [("cifar 1x3x32x32 x 1e5", (1, 3, 32, 32), 100_000)]
+
+
+def _label(device: str) -> str:
+    """'cpu/avx2' etc. for the CPU (the path the op takes now), the device type otherwise."""
+    return f"cpu/{wsmooth_ext.kernel_info()['cpu_path']}" if device == "cpu" else device
 
 
 def _check_correct(x, n):
@@ -43,7 +50,7 @@ def test_forward(record, impl, device, name, shape, n):
         fn = lambda: (wsmooth_ext.flow_noise(x, n, SIGMA, seed=0), sync(device))  # noqa: E731
     else:
         fn = lambda: (reference.flow_noise_reference(x, n, SIGMA, rng="torch"), sync(device))  # noqa: E731
-    record(f"forward {device} {name}", impl, fn, bytes_written=x.numel() * n * x.element_size())
+    record(f"forward {_label(device)} {name}", impl, fn, bytes_written=x.numel() * n * x.element_size())
 
 
 @pytest.mark.parametrize("device,name,shape,n", list(_params()))
@@ -61,4 +68,4 @@ def test_backward(record, impl, device, name, shape, n):
         sync(device)
         return grad
 
-    record(f"forward+backward {device} {name}", impl, step)
+    record(f"forward+backward {_label(device)} {name}", impl, step)

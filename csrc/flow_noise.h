@@ -122,18 +122,14 @@ WS_HOST_DEVICE float bits_float(uint32_t b) {
 #endif
 }
 
-// Natural log for normal positive floats, branch-free (so it vectorizes), max error ~1 ulp: the
-// Cephes logf polynomial on the mantissa reduced to [sqrt(1/2), sqrt(2)).
-WS_HOST_DEVICE float log_positive(float v) {
-  const uint32_t b = float_bits(v);
-  float e = static_cast<float>(static_cast<int32_t>(b >> 23) - 126);
-  float m = bits_float((b & 0x007FFFFFu) | 0x3F000000u);  // in [0.5, 1)
-  const bool small = m < 0.707106781186547524f;
-  e = small ? e - 1.0f : e;
-  m = small ? m + m - 1.0f : m - 1.0f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
+// The Cephes logf polynomial (max error ~1 ulp) on a mantissa m reduced to [sqrt(1/2)-1, sqrt(2)-1) and its
+// exponent e: log = log1p(m) + e·ln 2. A template so that the CPU kernel evaluates the very same sequence of
+// roundings on SIMD vectors (GCC vector types, csrc/cpu/simd_noise.h) as on scalars here: every path gives
+// bit-identical noise as long as no multiply-add is contracted into an FMA (setup.py: -ffp-contract=off).
+template <typename F>
+WS_HOST_DEVICE F log_reduced(F m, F e) {
+  const F z = m * m;
+  F y = 7.0376836292e-2f * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
   y = y * m - 1.2420140846e-1f;
   y = y * m + 1.4249322787e-1f;
@@ -145,6 +141,19 @@ WS_HOST_DEVICE float log_positive(float v) {
   y += -2.12194440e-4f * e;
   y += -0.5f * z;
   return m + y + 0.693359375f * e;
+}
+
+constexpr float kSqrtHalf = 0.707106781186547524f;
+
+// Natural log for normal positive floats, branch-free (so it vectorizes).
+WS_HOST_DEVICE float log_positive(float v) {
+  const uint32_t b = float_bits(v);
+  float e = static_cast<float>(static_cast<int32_t>(b >> 23) - 126);
+  float m = bits_float((b & 0x007FFFFFu) | 0x3F000000u);  // in [0.5, 1)
+  const bool small = m < kSqrtHalf;
+  e = small ? e - 1.0f : e;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  return log_reduced(m, e);
 }
 
 WS_HOST_DEVICE double log_positive(double v) { return log(v); }

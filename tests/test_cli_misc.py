@@ -11,6 +11,17 @@ def test_bench_reports_both_timings(capsys):
     assert "fused op" in out and "reference" in out and "speed-up" in out
 
 
+def test_bench_names_the_cpu_path_in_use(capsys, monkeypatch):
+    import wsmooth_ext
+
+    if not wsmooth_ext.has_kernel("cpu"):
+        pytest.skip("compiled CPU kernel not built")
+    monkeypatch.delenv("WSMOOTH_CPU_PORTABLE", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert main(["bench", "--shape", "1,1,4,5", "--samples", "20", "--threads", "1"]) == 0
+    assert "CPU path   default" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args,match", [(["--shape", "1,2"], "--shape"), (["--samples", "0"], "--samples"),
                                         (["--threads", "0"], "--threads")])
 def test_bench_bad_arguments_one_line(capsys, args, match):

@@ -6,7 +6,7 @@ first use, so ``import wsmooth_ext`` stays fast and does not pull in SciPy or ma
 
 from importlib import import_module
 
-from .ops import divergence, divergence_adjoint, flow_noise, has_kernel, pixel_noise
+from .ops import divergence, divergence_adjoint, flow_noise, has_kernel, kernel_info, pixel_noise
 
 __version__ = "0.1.0"
 
@@ -31,7 +31,7 @@ _LAZY = {
     "save_checkpoint": "checkpoint",
 }
 
-__all__ = ["flow_noise", "pixel_noise", "divergence", "divergence_adjoint", "has_kernel", "__version__",
+__all__ = ["flow_noise", "pixel_noise", "divergence", "divergence_adjoint", "has_kernel", "kernel_info", "__version__",
            *_LAZY]
 
 

@@ -64,6 +64,26 @@ def has_kernel(device: torch.device | str) -> bool:
     return torch.device(device).type in _KERNEL_DEVICE_TYPES
 
 
+def kernel_info() -> dict:
+    """What serves the fused ops here: the devices with a compiled kernel, and the CPU path the next call takes.
+
+    ``cpu_path`` is "avx512", "avx2" or "default" (None without the compiled library): the most capable path
+    that is compiled, that this processor supports and that the environment allows. ``ATEN_CPU_CAPABILITY``
+    (PyTorch's variable: default, avx2, avx512) bounds it from above and ``WSMOOTH_CPU_PORTABLE=1`` means
+    default; both are read at every call. ``cpu_path_note`` says why the path differs from the request (or why a
+    value was ignored); ``cpu_paths`` maps every path to "runnable", "compiled" (not on this processor) or
+    "not compiled". Every path gives bit-identical output.
+    """
+    info = {"devices": sorted(_KERNEL_DEVICE_TYPES), "cpu_path": None, "cpu_path_requested": "",
+            "cpu_path_note": "", "cpu_paths": {}}
+    if _C is not None and hasattr(_C, "cpu_kernel_info"):
+        cpu = _C.cpu_kernel_info()
+        info.update(cpu_path=cpu["path"], cpu_path_requested=cpu["requested"], cpu_path_note=cpu["note"],
+                    cpu_paths={p["name"]: "runnable" if p["runnable"] else "compiled" if p["compiled"] else
+                               "not compiled" for p in cpu["paths"]})
+    return info
+
+
 def _warn_fallback(device: torch.device) -> None:
     if device.type in _warned_devices:
         return

@@ -11,7 +11,9 @@ EPILOG = """\
 Reports the median time of wsmooth_ext.flow_noise (or pixel_noise) and of the reference procedure (repeat the
 image, draw noise with torch's generator, apply the stencil with slices) for the given shape and number of
 samples, their ratio, and the fused op's output write rate. Correctness is checked first (the op against the
-Philox reference on a few samples). The full suites are in benchmarks/ (pytest-benchmark).
+Philox reference on a few samples). On the CPU it names the kernel path in use (avx512, avx2 or default: the
+best this processor runs; ATEN_CPU_CAPABILITY=default|avx2|avx512 sets an upper bound, e.g. to compare them).
+The full suites are in benchmarks/ (pytest-benchmark; bench_cpu_paths.py times every CPU path in one run).
 
 example:  wsmooth bench --shape 1,3,32,32 --samples 10000 --device cpu
 """
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import noises
     from ..cli import UserError
-    from ..ops import has_kernel
+    from ..ops import has_kernel, kernel_info
     from ._common import resolve_device
 
     shape = _parse_shape(args.shape)
@@ -82,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     written = x.numel() * args.samples * x.element_size()
     print(f"{args.noise} {list(shape)} x {args.samples} samples, {args.dtype}, {device} "
           f"({torch.get_num_threads()} threads, compiled kernel: {has_kernel(device)}):")
+    if device.type == "cpu" and has_kernel(device):
+        info = kernel_info()
+        note = f" ({info['cpu_path_note']})" if info["cpu_path_note"] else ""
+        print(f"  CPU path   {info['cpu_path']}{note}")
     print(f"  fused op   {ours * 1e3:10.2f} ms   ({written / ours / 1e9:.1f} GB/s written)")
     print(f"  reference  {base * 1e3:10.2f} ms")
     print(f"  speed-up   {base / ours:10.1f}x")
