@@ -238,8 +238,18 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None,
     else:
         raise ValueError(f"unrecognized checkpoint {path}: keys {sorted(map(str, obj))[:6]} are none of "
                          f"'format' (wsmooth_ext), 'net' (Levine & Feizi), 'state_dict' (Wong et al.)")
+    _check_finite(model, path)
     model.eval()
     return model, meta
+
+
+def _check_finite(model: nn.Module, path: Path) -> None:
+    """A model with NaN or infinite weights answers nothing meaningful (a diverged training run): refuse it."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"checkpoint {path} holds non-finite weights ({bad} NaN or infinite values in {name}), "
+                             "e.g. from a diverged training run; refusing to use it")
 
 
 def load_training_state(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:

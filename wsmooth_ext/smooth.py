@@ -313,6 +313,10 @@ class Smooth:
         ``labels`` (optional, [B]) adds ``count_label``: the base classifier's votes for the true label.
         """
         x = _check_images(x, 4)
+        empty = (x.flatten(1).sum(dim=1) <= 0).nonzero().flatten() if x.numel() else torch.empty(0)
+        if empty.numel():  # a radius is a distance between distributions: x/s needs s > 0
+            raise ValueError(f"images {empty.tolist()[:5]} of x have no mass (all pixels 0): an image without "
+                             "mass is not a distribution and has no Wasserstein certificate")
         n0 = _check_int("n0", n0)
         n = _check_int("n", n)
         alpha = statistics._check_alpha(alpha)

@@ -52,7 +52,7 @@ class WassersteinPGD(StateAttack):
         self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self.p = _positive("p", p)
         self.cost = local_cost(kernel_size, self.p, dtype=torch.float64)  # validates kernel_size
-        self.kernel_size = kernel_size
+        self.kernel_size = int(kernel_size)
         self.reg = _positive("reg", reg)
         self._init_schedule(eps0, eps_factor, eps_every, max_iter)
         self.step = _positive("step", step)

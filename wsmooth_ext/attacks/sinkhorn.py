@@ -24,6 +24,7 @@ stopping rule: it only says the ascent is slow.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,9 @@ import torch.nn.functional as F
 
 def local_cost(kernel_size: int, p: float = 1.0, *, dtype=torch.float32, device=None) -> torch.Tensor:
     """Cost kernel [k, k]: C[a, b] = ((a − c)² + (b − c)²)^{p/2} with c = k // 2 (k odd)."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
-    if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+    if not isinstance(p, numbers.Real) or not math.isfinite(p) or p <= 0:
         raise ValueError(f"p must be a finite number > 0, got {p!r}")
     offsets = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
     dist2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
@@ -143,18 +144,18 @@ def _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_
     if eps.numel() != X.shape[0] or not bool((eps > 0).all()) or not bool(torch.isfinite(eps).all()):
         raise ValueError(f"epsilon must be a positive finite number or one per example ({X.shape[0]}), "
                          f"got {epsilon!r}")
-    if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam <= 0:
+    if not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam <= 0:
         raise ValueError(f"lam (the regularization λ) must be a finite number > 0, got {lam!r}")
     if (not isinstance(cost_kernel, torch.Tensor) or cost_kernel.dim() != 2
             or cost_kernel.shape[0] != cost_kernel.shape[1] or cost_kernel.shape[0] % 2 == 0):
         raise ValueError("cost_kernel must be a square [k, k] tensor with k odd (see local_cost)")
     if not torch.equal(cost_kernel, cost_kernel.flip(0, 1)) or bool((cost_kernel < 0).any()):
         raise ValueError("cost_kernel must be non-negative and symmetric under o -> -o")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < 1:
         raise ValueError(f"tol (relative mass error) must be a number in [0, 1), got {tol!r}")
-    if isinstance(cost_tol, bool) or not isinstance(cost_tol, (int, float)) or not 0 <= cost_tol < math.inf:
+    if isinstance(cost_tol, bool) or not isinstance(cost_tol, numbers.Real) or not 0 <= cost_tol < math.inf:
         raise ValueError(f"cost_tol must be a finite number >= 0, got {cost_tol!r}")
     return eps
 

@@ -30,15 +30,16 @@ example:  wsmooth certify model.pt --dataset mnist5k --n0 100 --samples 1000 --m
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..certificates import CERTIFICATES
+    from ..ranges import ranged
     from ._common import add_common_arguments
 
     parser.epilog = EPILOG
     add_common_arguments(parser)
     parser.add_argument("--certificate", default=None, choices=CERTIFICATES,
                         help="certificate (default: the strongest valid one for the noise)")
-    parser.add_argument("--n0", type=int, default=1000, help="selection samples per image (default 1000)")
-    parser.add_argument("--samples", "--n", dest="n", type=int, default=10000,
-                        help="estimation samples per image (default 10000)")
+    parser.add_argument("--n0", default=1000, **ranged(parser, "n0", "selection samples per image (default 1000)"))
+    parser.add_argument("--samples", "--n", dest="n", default=10000,
+                        **ranged(parser, "n", "estimation samples per image (default 10000)"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..progress import progress_bar
-from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, open_log
+from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, log_for_run
 
 ATTACK_HEADER = ("idx", "label", "predict", "radius", "w1", "success", "time")
 COLUMNS_EXTRA = ("adv_predict", "w1_l1", "iterations", "mass_change", "channel_gap")
@@ -35,6 +35,7 @@ def attack_columns(settings: dict) -> tuple:
 
 def save_adversarial(path: Path, clean: list, adv: list, idx: list) -> None:
     """Replace ``path`` atomically with the concatenated clean/adversarial images and their indices."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # like the log's folder: created when missing
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
     try:
         try:
@@ -111,34 +112,40 @@ def attack_to_log(attack, images: torch.Tensor, labels: torch.Tensor, indices: l
     columns = attack_columns(settings)
     settings = {**settings, **identity_settings(identity)}
     label_of = {i: int(labels[i]) for i in indices}
-    handle, existing = open_log(out, columns, settings, label_of, resume)
-    with handle:
-        clean_saved, adv_saved, idx_saved = [], [], []
-        if save_adv is not None and existing:
-            clean_saved, adv_saved, idx_saved = _resumed_tensors(save_adv, existing, out)
-        done = {row["idx"] for row in existing}
-        todo = [i for i in indices if i not in done]
-        with progress_bar(total=len(indices), desc="attack", enabled=progress, unit="img") as bar:
-            bar.update(len(indices) - len(todo))
-            for start in range(0, len(todo), attack_batch):
-                chunk = todo[start:start + attack_batch]
-                idx = torch.tensor(chunk, dtype=torch.int64)
-                x, y = images[idx].to(device), labels[idx].to(device)
-                began = time.perf_counter()
-                result = attack.attack(x, y, keys=idx)
-                seconds = (time.perf_counter() - began) / len(chunk)
-                adv = result.adversarial.cpu()
-                lines = [_row_line(columns, settings, i, int(labels[i]), b, result, x[b].cpu(), adv[b],
-                                   seconds) for b, i in enumerate(chunk)]
-                if save_adv is not None:  # tensors first: the log never holds a row the tensor file lacks
-                    clean_saved.append(x.cpu())
-                    adv_saved.append(adv)
-                    idx_saved += chunk
-                    save_adversarial(save_adv, clean_saved, adv_saved, idx_saved)
-                append_rows(handle, "".join(lines))
-                bar.update(len(chunk))
-        if save_adv is not None and not todo and not existing:
-            save_adversarial(save_adv, [], [], [])
+    companions = () if save_adv is None else (save_adv,)
+    with log_for_run(out, columns, settings, label_of, resume, companions) as (handle, existing):
+        _attack_rows(attack, images, labels, indices, handle, existing, out, save_adv, columns, settings, device,
+                     attack_batch, progress)
+
+
+def _attack_rows(attack, images, labels, indices, handle, existing, out, save_adv, columns, settings, device,
+                 attack_batch, progress) -> None:
+    clean_saved, adv_saved, idx_saved = [], [], []
+    if save_adv is not None and existing:
+        clean_saved, adv_saved, idx_saved = _resumed_tensors(save_adv, existing, out)
+    done = {row["idx"] for row in existing}
+    todo = [i for i in indices if i not in done]
+    with progress_bar(total=len(indices), desc="attack", enabled=progress, unit="img") as bar:
+        bar.update(len(indices) - len(todo))
+        for start in range(0, len(todo), attack_batch):
+            chunk = todo[start:start + attack_batch]
+            idx = torch.tensor(chunk, dtype=torch.int64)
+            x, y = images[idx].to(device), labels[idx].to(device)
+            began = time.perf_counter()
+            result = attack.attack(x, y, keys=idx)
+            seconds = (time.perf_counter() - began) / len(chunk)
+            adv = result.adversarial.cpu()
+            lines = [_row_line(columns, settings, i, int(labels[i]), b, result, x[b].cpu(), adv[b], seconds)
+                     for b, i in enumerate(chunk)]
+            if save_adv is not None:  # tensors first: the log never holds a row the tensor file lacks
+                clean_saved.append(x.cpu())
+                adv_saved.append(adv)
+                idx_saved += chunk
+                save_adversarial(save_adv, clean_saved, adv_saved, idx_saved)
+            append_rows(handle, "".join(lines))
+            bar.update(len(chunk))
+    if save_adv is not None and not todo and not existing:
+        save_adversarial(save_adv, [], [], [])
 
 
 def _row_line(columns, settings, i, label, b, result, clean, adv, seconds) -> str:

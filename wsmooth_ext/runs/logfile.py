@@ -181,6 +181,36 @@ def open_log(path: Path, columns: tuple, settings: dict, labels: dict, resume: b
 
 
 @contextlib.contextmanager
+def log_for_run(path: str | os.PathLike, columns: tuple, settings: dict, labels: dict, resume: bool,
+                companions: tuple = ()):
+    """:func:`open_log` for the length of a run: yields (file, existing rows) and closes the file after.
+
+    A run that fails before it has logged a row leaves no debris that would block its rerun: a log it created
+    is removed, an empty log the user had is emptied again, and each of ``companions`` (files the run writes
+    beside its log, e.g. saved tensors) that did not exist when the run began is removed. A log with rows (a
+    resumable partial run, or what a resumed log held before) is kept as it is, and so are its companions.
+    """
+    path = Path(path)
+    created = not path.exists()
+    new_companions = [Path(c) for c in companions if not Path(c).exists()]
+    handle, existing = open_log(path, columns, settings, labels, resume)
+    header_bytes = len(("\t".join(columns) + "\n").encode())
+    try:
+        yield handle, existing
+    except BaseException:
+        if not existing and os.fstat(handle.fileno()).st_size <= header_bytes:  # still locked: nobody else wrote
+            if created:
+                path.unlink(missing_ok=True)
+            else:
+                os.ftruncate(handle.fileno(), 0)
+            for companion in new_companions:
+                companion.unlink(missing_ok=True)
+        raise
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
 def exclusive_output(path: str | os.PathLike, what: str = "--out"):
     """Hold an advisory lock on ``path`` for a run that replaces it as a whole (a checkpoint): a second run
     on the same output fails at once with :class:`LogBusyError`. The lock lives on a hidden sidecar file

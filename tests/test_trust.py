@@ -1,0 +1,283 @@
+"""Trust under abuse (issue 20): bad values refused up front, failed runs leave no debris, resumes that cannot
+equal an uninterrupted run refused. Each test reproduces a defect a hostile user found; the comment says what
+happened before."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import wsmooth_ext
+from wsmooth_ext import Smooth
+from wsmooth_ext.attacks import FlowAttack, FrankWolfeAttack, WassersteinPGD
+from wsmooth_ext.checkpoint import load_checkpoint, save_checkpoint
+from wsmooth_ext.cli import main
+from wsmooth_ext.models import build_model
+from wsmooth_ext.runs.attack import attack_to_log
+from wsmooth_ext.runs.certify import certify_to_log
+from wsmooth_ext.runs.logfile import read_log
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:.*no compiled flow_noise kernel:RuntimeWarning")]
+
+ATTACK_FAST = ["--max-iter", "4", "--eps0", "0.05", "--eps-factor", "1.5", "--eps-every", "2", "--sinkhorn-iter", "30",
+               "--no-progress"]
+
+
+def _checkpoint(path, seed=0, poison=None):
+    torch.manual_seed(seed)
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    if poison is not None:
+        with torch.no_grad():
+            model.net[0].weight[0, 0, 0, 0] = poison
+    save_checkpoint(path, model, {"arch": "wong_mnist", "dataset": "digits", "noise": "flow-laplace", "sigma": 0.05})
+    return str(path)
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "Warning" not in err, err
+    return err
+
+
+# ------------------------------------------------------------------------------------------ 9. Python API
+def test_certify_refuses_an_image_without_mass():
+    # before: a zero image got prediction and a positive certified radius
+    smooth = Smooth(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), 3, 0.1)
+    with pytest.raises(ValueError, match="no mass"):
+        smooth.certify(torch.zeros(1, 4, 4), 10, 100, 0.05)
+    with pytest.raises(ValueError, match=r"images \[1\]"):
+        smooth.certify_batch(torch.stack([torch.rand(1, 4, 4), torch.zeros(1, 4, 4)]), 10, 100, 0.05)
+
+
+@pytest.mark.parametrize("labels, message", [(torch.tensor([1.0, 2.0]), "integer"),
+                                             (torch.tensor([1, 3]), r"\[0, 3\)"),
+                                             (torch.tensor([-1, 0]), r"\[0, 3\)")])
+@pytest.mark.parametrize("smoothed", [False, True])
+def test_attacks_refuse_float_or_out_of_range_labels(labels, message, smoothed):
+    # before: float labels were cast to int and labels outside the classes were attacked (or counted as fooled)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    target = Smooth(model, 3, 0.1) if smoothed else model
+    x = torch.rand(2, 1, 4, 4)
+    for attack in (WassersteinPGD(target, max_iter=1, sinkhorn_iter=5, kernel_size=3, n_test=100),
+                   FrankWolfeAttack(target, max_iter=1, kernel_size=3, n_test=100), FlowAttack(target, max_iter=1)):
+        with pytest.raises(ValueError, match=message):
+            attack.attack(x, labels)
+
+
+def test_noise_ops_accept_numpy_integers():
+    # before: np.int64 counts (what numpy-based code hands over) were refused as "not an integer"
+    x = torch.rand(2, 1, 5, 5)
+    expected = wsmooth_ext.flow_noise(x, 3, 0.1, seed=7, sample_offset=2)
+    got = wsmooth_ext.flow_noise(x, np.int64(3), np.float64(0.1), seed=np.int64(7), sample_offset=np.int32(2))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(wsmooth_ext.pixel_noise(x, np.int64(3), 0.1), wsmooth_ext.pixel_noise(x, 3, 0.1),
+                               rtol=0, atol=0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(25, 3))
+    y = np.array([0, 1])
+    for attack in (WassersteinPGD(model, kernel_size=np.int64(3), max_iter=np.int64(2), sinkhorn_iter=np.int64(5)),
+                   FrankWolfeAttack(model, kernel_size=np.int64(3), max_iter=np.int64(2)),
+                   FlowAttack(model, max_iter=np.int64(2), eps_every=np.int64(1))):
+        assert attack.attack(x, torch.from_numpy(y)).adversarial.shape == x.shape
+
+
+@pytest.mark.parametrize("op", [wsmooth_ext.flow_noise, wsmooth_ext.pixel_noise])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noise_ops_refuse_sigma_whose_samples_overflow(op, dtype):
+    # before: flow_noise(x, 1, 1e37) returned inf pixels silently
+    x = torch.rand(1, 1, 6, 6, dtype=dtype)
+    huge = 1e37 if dtype == torch.float32 else 1e306
+    with pytest.raises(ValueError, match="sigma=.* too large"):
+        op(x, 1, huge)
+    with pytest.raises(ValueError, match="too large"):  # big pixel values (Smooth accepts any non-negative image)
+        Smooth(torch.nn.Flatten(), 36, 1e4).count_classes((x + 1) * (torch.finfo(dtype).max / 1e6), 2)
+    # the bound is sound: just below it, the samples are finite
+    out = op(x, 50, huge / 1e3)
+    assert bool(torch.isfinite(out).all())
+
+
+# ------------------------------------------------------------------------------------------ 3. non-finite weights
+@pytest.mark.parametrize("poison", [math.nan, math.inf])
+def test_commands_refuse_a_checkpoint_with_non_finite_weights(tmp_path, capsys, poison):
+    # before: certify/predict/attack ran a NaN model and logged abstentions (or argmax 0) as results
+    ckpt = _checkpoint(tmp_path / "nan.pt", poison=poison)
+    with pytest.raises(ValueError, match="non-finite weights"):
+        load_checkpoint(ckpt)
+    for command in (["certify", ckpt, "--n0", "8", "--samples", "32"], ["predict", ckpt, "--samples", "32"],
+                    ["attack", ckpt] + ATTACK_FAST):
+        out = tmp_path / f"{command[0]}.tsv"
+        assert main(command + ["--dataset", "digits", "--max-images", "2", "--out", str(out)]) == 2
+        assert "non-finite weights" in _error_line(capsys)
+        assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ 4. debris
+def test_an_attack_that_fails_after_opening_its_log_leaves_nothing(tmp_path, digits):
+    # before: a header-only log (and no way to rerun without --resume) was left behind
+    (_, _), (x, y) = digits
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    failing = WassersteinPGD(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(63, 10)), max_iter=2,
+                             sinkhorn_iter=5)  # a model that does not fit the images: fails at its first forward
+    out, adv = tmp_path / "new" / "a.tsv", tmp_path / "new" / "adv.pt"
+    settings = {"method": "sinkhorn"}
+    cpu = torch.device("cpu")
+    with pytest.raises(RuntimeError):
+        attack_to_log(failing, x, y, [0, 1, 2], out, adv, settings, cpu, progress=False)
+    assert not out.exists() and not adv.exists()
+    # an empty log the user had is kept (empty); a log with rows is kept as it was
+    out.write_bytes(b"")
+    with pytest.raises(RuntimeError):
+        attack_to_log(failing, x, y, [0, 1, 2], out, None, settings, cpu, progress=False)
+    assert out.exists() and out.read_bytes() == b""
+    attack_to_log(WassersteinPGD(model, max_iter=2, sinkhorn_iter=5), x, y, [0], out, None, settings, cpu,
+                  progress=False)
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError):
+        attack_to_log(failing, x, y, [0, 1], out, None, settings, cpu, progress=False, resume=True)
+    assert out.read_bytes() == before
+
+
+def test_a_certify_run_that_fails_at_once_leaves_nothing(tmp_path, digits):
+    (_, _), (x, y) = digits
+    smooth = Smooth(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(63, 10)), 10, 0.1)
+    out = tmp_path / "c.tsv"
+    with pytest.raises(RuntimeError):
+        certify_to_log(smooth, x, y, [0, 1], out, n0=4, n=16, alpha=0.05, batch_size=64, progress=False)
+    assert not out.exists()
+
+
+def test_attack_api_refuses_radii_beyond_float_range():
+    # before: WassersteinPGD(eps0=1e39) was accepted and failed inside the first batch
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    with pytest.raises(ValueError, match="eps0 must be a number in"):
+        WassersteinPGD(model, eps0=1e39)
+    with pytest.raises(ValueError, match="eps_factor"):
+        WassersteinPGD(model, eps_factor=1e308)
+    with pytest.raises(ValueError, match="exceeds the largest radius"):
+        FlowAttack(model, eps=1.0, eps_factor=10.0, max_iter=10 ** 6, eps_every=1)
+    with pytest.raises(ValueError, match="eps must be"):
+        FlowAttack(model).perturb(torch.rand(1, 1, 4, 4), torch.tensor([0]), 1e39, steps=1)
+
+
+# ------------------------------------------------------------------------------------------ 5. --save-adv folder
+def test_save_adv_into_a_missing_folder_is_created(tmp_path):
+    # before: validation passed, the attack ran, and saving failed with "No such file or directory"
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    out, adv = tmp_path / "logs" / "a.tsv", tmp_path / "tensors" / "deeper" / "adv.pt"
+    assert main(["attack", ckpt, "--dataset", "digits", "--max-images", "3", "--out", str(out),
+                 "--save-adv", str(adv)] + ATTACK_FAST) == 0
+    saved = torch.load(adv, weights_only=True)
+    assert saved["idx"].tolist() == [r["idx"] for r in read_log(out)[1]] == [0, 1, 2]
+
+
+def test_save_adv_under_a_file_is_refused_up_front(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    (tmp_path / "plain").write_text("x")
+    out = tmp_path / "a.tsv"
+    assert main(["attack", ckpt, "--dataset", "digits", "--max-images", "2", "--out", str(out),
+                 "--save-adv", str(tmp_path / "plain" / "adv.pt")] + ATTACK_FAST) == 2
+    assert "--save-adv" in _error_line(capsys)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ 12. attack options
+@pytest.mark.parametrize("extra", [["--n-grad", "16"], ["--n-test", "500"], ["--success-test", "fixed"],
+                                   ["--alpha", "0.01"], ["--batch", "100"], ["--seed", "3"], ["--sigma", "0.1"]])
+def test_smoothed_only_options_are_refused_without_smoothed(tmp_path, capsys, extra):
+    # before: --success-test/--n-grad/--n-test were silently ignored on a plain attack
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "a.tsv"
+    assert main(["attack", ckpt, "--dataset", "digits", "--max-images", "1", "--out", str(out)] + extra
+                + ATTACK_FAST) == 2
+    line = _error_line(capsys)
+    assert extra[0] in line and "--smoothed" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("test", ["sequential", "fixed"])
+def test_a_success_test_that_can_never_decide_is_refused(tmp_path, capsys, test):
+    # before: `attack --smoothed --n-test 3` printed a raw UserWarning per iteration and counted every image fooled
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "a.tsv"
+    assert main(["attack", ckpt, "--dataset", "digits", "--max-images", "1", "--out", str(out), "--smoothed",
+                 "--n-test", "3", "--success-test", test] + ATTACK_FAST) == 2
+    assert "--n-test 3 is too small" in _error_line(capsys)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ 2. stated ranges
+ABSURD = [
+    (["attack"], "--eps", "1e39"), (["attack"], "--eps0", "3.5e38"), (["attack", "--smoothed"], "--n-grad", "1e8"),
+    (["attack"], "--kernel-size", "9999"), (["attack"], "--kernel-size", "4"), (["attack"], "--reg", "1e300"),
+    (["attack"], "--gamma", "1e-300"), (["attack"], "--eps-factor", "1e308"), (["attack"], "--eps", "nan"),
+    (["attack"], "--p", "inf"), (["attack"], "--step", "-1"), (["attack"], "--flow-step", "0"),
+    (["attack"], "--max-iter", "1e9"), (["attack"], "--eps-every", "0"), (["attack"], "--sinkhorn-iter", "1e9"),
+    (["attack"], "--sinkhorn-tol", "1"), (["attack"], "--attack-batch", "1e9"),
+    (["attack", "--smoothed"], "--n-test", "1e12"), (["attack", "--smoothed"], "--alpha", "1"),
+    (["attack", "--smoothed"], "--sigma", "1e5"), (["attack", "--smoothed"], "--seed", "-1"),
+    (["attack", "--smoothed"], "--batch", "1e12"), (["attack"], "--skip", "0"), (["attack"], "--max-images", "1e12"),
+    (["attack"], "--max", "0"),
+    (["certify"], "--n0", "0"), (["certify"], "--samples", "1e12"), (["certify"], "--n", "2.5"),
+    (["certify"], "--alpha", "0"), (["certify"], "--sigma", "-0.1"), (["certify"], "--batch", "1e12"),
+    (["certify"], "--seed", "1e19"), (["certify"], "--skip", "1e10"), (["predict"], "--samples", "0"),
+    (["predict"], "--alpha", "nan"), (["predict"], "--max-images", "-3"),
+]
+
+
+@pytest.mark.parametrize("command, option, value", ABSURD)
+def test_absurd_values_are_refused_before_anything_is_loaded(tmp_path, capsys, command, option, value):
+    # before: --eps 1e39 failed inside the first batch (leaving a header-only log), --n-grad 1e8 and
+    # --kernel-size 9999 ran out of memory or hung, --reg 1e300 / --gamma 1e-300 / --eps-factor 1e308 crashed late
+    missing = str(tmp_path / "no-such-model.pt")  # the range error must come first: nothing is loaded
+    out = tmp_path / "o.tsv"
+    assert main([command[0], missing, "--dataset", "digits", "--out", str(out)] + command[1:] + [option, value]) == 2
+    line = _error_line(capsys)
+    assert f"error: {option} must be " in line and "checkpoint" not in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--smoothed", "--n-grad", "100000", "--attack-batch", "1000"], "--attack-batch x --n-grad"),
+    (["--eps0", "1000", "--eps-factor", "10", "--max-iter", "1000"], "exceeds the largest radius"),
+    (["--smoothed", "--batch", "10000000"], "--batch"),
+])
+def test_combinations_beyond_memory_or_float_range_are_refused(tmp_path, capsys, extra, message):
+    out = tmp_path / "o.tsv"
+    assert main(["attack", str(tmp_path / "no-such-model.pt"), "--dataset", "cifar10", "--out", str(out)]
+                + extra) == 2
+    assert message in _error_line(capsys)
+
+
+def test_certify_batch_beyond_memory_is_refused(tmp_path, capsys):
+    assert main(["certify", str(tmp_path / "none.pt"), "--dataset", "cifar10", "--batch", "1000000",
+                 "--out", str(tmp_path / "o.tsv")]) == 2
+    assert "--batch = 1000000 images of [3, 32, 32]" in _error_line(capsys)
+
+
+def test_help_states_every_range(capsys):
+    from wsmooth_ext.noises import MAX_SIGMA
+    from wsmooth_ext.ranges import RANGES
+
+    assert RANGES["sigma"].high == MAX_SIGMA
+    for command in ("attack", "certify", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for name in ("seed", "alpha", "skip", "max", "batch", "sigma"):
+            assert RANGES[name].text() in text, (command, name)
+    with pytest.raises(SystemExit):
+        main(["attack", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("eps", "eps0", "eps_factor", "n_grad", "n_test", "kernel_size", "reg", "gamma", "step", "p",
+                 "flow_step", "sinkhorn_iter", "sinkhorn_tol", "attack_batch", "max_iter", "eps_every"):
+        assert RANGES[name].text() in text, name
+
+
+@pytest.mark.parametrize("word, expected", [("1e3", 1000), ("7", 7)])
+def test_integer_options_accept_whole_numbers_in_e_notation(word, expected):
+    from wsmooth_ext.ranges import RANGES
+
+    assert RANGES["n_grad"].argparse_type()(word) == expected
+    assert RANGES["n_grad"].contains(expected)
