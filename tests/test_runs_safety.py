@@ -164,8 +164,8 @@ def test_a_full_disk_gives_one_line_and_leaves_nothing_half_written(tmp_path):
     data = out.read_bytes()
     assert data.count(b"\n") > 1  # rows were logged: the partial log stays for --resume
     assert data.endswith(b"\n")  # only complete rows: a --resume continues it
-    assert main(["certify", ckpt, "--dataset", "digits", "--out", str(out), "--resume", "--max-images", "3"]
-                + CERTIFY_FAST) == 0
+    assert main(["certify", ckpt, "--dataset", "digits", "--out", str(out), "--resume", "--max-images", "30"]
+                + CERTIFY_FAST) == 0  # 2,500 bytes hold fewer than 30 rows: the resume extends the log
 
 
 @pytest.mark.parametrize("command", [

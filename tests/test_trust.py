@@ -281,3 +281,42 @@ def test_integer_options_accept_whole_numbers_in_e_notation(word, expected):
 
     assert RANGES["n_grad"].argparse_type()(word) == expected
     assert RANGES["n_grad"].contains(expected)
+
+
+# ------------------------------------------------------------------------------------------ 6. resume selection
+@pytest.mark.parametrize("command", ["certify", "attack"])
+def test_resume_with_another_image_selection_is_refused(tmp_path, capsys, command):
+    # before: --resume with another --skip appended other images' rows to the log (a mix of two selections)
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "log.tsv"
+    fast = ["--n0", "8", "--samples", "32", "--no-progress"] if command == "certify" else ATTACK_FAST
+    base = [command, ckpt, "--dataset", "digits", "--out", str(out)] + fast
+    assert main(base + ["--max-images", "3"]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    for other in (["--skip", "2", "--max-images", "5", "--resume"], ["--max-images", "2", "--resume"]):
+        assert main(base + other) == 2
+        assert "image selection" in _error_line(capsys)
+        assert out.read_bytes() == before
+    # a larger maximum extends the log: the result equals an uninterrupted run of the larger selection
+    assert main(base + ["--max-images", "5", "--resume"]) == 0
+    full = tmp_path / "full.tsv"
+    assert main([command, ckpt, "--dataset", "digits", "--out", str(full), "--max-images", "5"] + fast) == 0
+    drop = {"time"}
+    rows = [{k: v for k, v in r.items() if k not in drop} for r in read_log(out)[1]]
+    assert rows == [{k: v for k, v in r.items() if k not in drop} for r in read_log(full)[1]]
+
+
+def test_attack_resume_without_save_adv_is_refused(tmp_path, capsys):
+    # before: the log was continued without its tensors, leaving a --save-adv file that can never be completed
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    out, adv = tmp_path / "a.tsv", tmp_path / "adv.pt"
+    base = ["attack", ckpt, "--dataset", "digits", "--out", str(out)] + ATTACK_FAST
+    assert main(base + ["--max-images", "2", "--save-adv", str(adv)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--max-images", "4", "--resume"]) == 2
+    assert "pass the same --save-adv" in _error_line(capsys)
+    assert out.read_bytes() == before
+    assert main(base + ["--max-images", "4", "--resume", "--save-adv", str(adv)]) == 0
+    assert torch.load(adv, weights_only=True)["idx"].tolist() == [0, 1, 2, 3]

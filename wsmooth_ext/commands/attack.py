@@ -45,7 +45,9 @@ w1 / w1_l1: exact Wasserstein-1 distance (L2 / L1 ground metric, linear program)
 the adversarial image, each divided by its own mass (inf if never fooled); time: attack seconds per image.
 Multi-channel images: transport stays within a channel; if clamping changed the channels' shares of the
 mass (channel_gap > 0), w1 is computed after restoring each channel's share (outside the threat model).
---save-adv writes {"clean", "adv", "idx"} tensors with rows aligned to the log. --certified-log compares
+--save-adv writes {"clean", "adv", "idx"} tensors with rows aligned to the log (its folder is created).
+--resume continues a log only with the same settings, the same --save-adv use, and an image selection whose
+first images are the logged ones (a larger --max-images extends a log; another --skip is refused). --certified-log compares
 with a certify log of the same model: verified adversarial examples within the certified radius.
 
 example:  wsmooth attack model.pt --dataset mnist5k --max-images 100 --out attack.tsv --save-adv adv.pt

@@ -19,7 +19,9 @@ reproduction), uniform (the only one for flow-uniform).
 --noise and --sigma default to the checkpoint's metadata. Images: indices 0, skip, 2*skip, ... of the
 split, at most --max-images of them; an image's noise depends only on (--seed, its index), so runs can be split
 with --skip/--max-images or interrupted and continued with --resume without changing any row. An existing --out
-file is never overwritten: pass --resume to continue it (settings must match), or remove it.
+file is never overwritten: pass --resume to continue it (settings must match, and its rows must be the first
+images of the new --skip/--max-images selection: a larger --max-images extends a log, another selection is
+refused), or remove it.
 
 Option names avoid torchrun's own (--n and --max are aliases for direct use only), so they pass through
 torchrun with or without a "--" before the subcommand.

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..progress import progress_bar
-from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, log_for_run
+from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, log_for_run, read_log
 
 ATTACK_HEADER = ("idx", "label", "predict", "radius", "w1", "success", "time")
 COLUMNS_EXTRA = ("adv_predict", "w1_l1", "iterations", "mass_change", "channel_gap")
@@ -108,7 +108,13 @@ def attack_to_log(attack, images: torch.Tensor, labels: torch.Tensor, indices: l
     """
     if save_adv is not None and save_adv.exists() and not resume:
         raise FileExistsError(f"{save_adv} already exists; pass --resume or remove it")
-    settings = {**settings, "success_test": attack.success_test if getattr(attack, "smoothed", False) else None}
+    settings = {**settings, "success_test": attack.success_test if getattr(attack, "smoothed", False) else None,
+                "adv_saved": save_adv is not None}
+    if resume and save_adv is None and out.exists() and out.stat().st_size:
+        _, rows = read_log(out)
+        if any(row.get("adv_saved") == 1 for row in rows):  # its tensor file could never be completed
+            raise ValueError(f"cannot resume {out}: it was written with --save-adv, so its adversarial examples "
+                             "must be saved along: pass the same --save-adv")
     columns = attack_columns(settings)
     settings = {**settings, **identity_settings(identity)}
     label_of = {i: int(labels[i]) for i in indices}

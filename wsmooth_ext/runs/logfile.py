@@ -13,7 +13,9 @@ Rows are appended one per image and flushed at once. Files are never truncated o
 * one writer at a time: the log is locked (``fcntl.flock``) while a run appends to it;
 * with ``resume=True`` the header and every existing row's settings (n0, n, alpha, certificate, noise,
   sigma, seed) and identity (the model's SHA-256, the dataset and split) must equal this run's, the labels
-  must agree, and images whose ``idx`` is already logged are skipped. A half-written last line (an interruption mid-write) is removed and its image redone;
+  must agree, the logged images must be the first images of this run's selection in its order (so the
+  finished log equals an uninterrupted run; a longer selection extends a log, another one is refused), and
+  images whose ``idx`` is already logged are skipped. A half-written last line (an interruption mid-write) is removed and its image redone;
   per-image RNG keys (the dataset index) make the redone row equal to what the interrupted run would have
   written.
 """
@@ -108,6 +110,15 @@ def _check_resumable(path: Path, found: list[str], existing: list[dict], columns
                      labels: dict) -> None:
     if found != list(columns):
         raise ValueError(f"cannot resume {path}: its header {found} differs from this run's {list(columns)}")
+    # The log must hold the first images of this run's selection, in order, so that the finished log equals an
+    # uninterrupted run of that selection (a longer selection extends it; another one would mix selections).
+    order, logged = list(labels), [row["idx"] for row in existing]
+    if logged != order[:len(logged)]:
+        k = next((k for k, (a, b) in enumerate(zip(logged, order)) if a != b), len(order))
+        there = f"image {order[k]}" if k < len(order) else f"no image (this run selects {len(order)})"
+        raise ValueError(f"cannot resume {path}: its row {k + 1} is image {logged[k]}, where this run's image "
+                         f"selection has {there}; a resumed log must hold the first images of the selection, in "
+                         "order: resume with the selection that wrote it (a larger maximum may extend it)")
     for row in existing:
         for key, value in settings.items():
             if row[key] != parse_field(format_field(value)):
@@ -140,7 +151,8 @@ def check_new_output(path: str | os.PathLike, resume: bool, what: str = "--out")
 def open_log(path: Path, columns: tuple, settings: dict, labels: dict, resume: bool):
     """Lock, validate and open a log for appending. Returns (file, existing rows).
 
-    Shared by every row-per-image log (certify, predict, attack): the rules of the module docstring. The
+    Shared by every row-per-image log (certify, predict, attack): the rules of the module docstring.
+    ``labels``: {idx: label} of this run's images in the run's order (the order a resumed log must follow). The
     returned file holds an exclusive advisory lock (``fcntl.flock``) until it is closed, so a second writer
     of the same log fails at once with :class:`LogBusyError` instead of interleaving rows. ``settings`` are
     the columns that identify the run (its settings and what produced it: model hash, dataset, split); each
