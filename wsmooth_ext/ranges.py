@@ -143,6 +143,8 @@ RANGES: dict[str, Range] = {
     "sinkhorn_iter": Range(1, 10 ** 5, integer=True),
     "sinkhorn_tol": Range(0, 1, low_open=True, high_open=True),
     "attack_batch": Range(1, 10 ** 5, integer=True),
+    # analyze
+    "radii": Range(0, MAX_RADIUS),
 }
 
 

@@ -92,7 +92,12 @@ class LogBusyError(BlockingIOError):
 
 def _parse_rows(path: Path, data: bytes) -> tuple[list[str], list[dict], int]:
     complete = data[:data.rfind(b"\n") + 1]  # drop a half-written last line
-    lines = complete.decode("utf-8").splitlines()
+    try:
+        lines = complete.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = complete[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 text (byte {exc.start}): not a log written by "
+                         "wsmooth, or a damaged one") from None
     if not lines:
         return [], [], len(complete)
     columns = lines[0].split("\t")
