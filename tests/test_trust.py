@@ -412,3 +412,82 @@ def test_analyze_radii_have_a_range(tmp_path, capsys):
     for bad in ("inf", "1e300", "-1", "nan"):
         assert main(["analyze", str(log), "--radii", bad]) == 2
         assert "--radii must each be a number in [0, 10000]" in _error_line(capsys)
+
+
+# ------------------------------------------------------------------------------------------ 8. messages
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a real 64 KiB file system (tmpfs), or skip where mounting is not allowed."""
+    import shutil
+    import subprocess
+
+    where = tmp_path / "small"
+    where.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=True)  # a file still open: detach it anyway
+
+
+def test_a_full_disk_says_no_space_left_and_names_the_file(full_disk, tmp_path, capsys):
+    # before: torch's internal text ("[enforce fail at inline_container.cc:...] unexpected pos ...")
+    from wsmooth_ext.runs.attack import save_adversarial
+
+    model = build_model("wong_mnist", input_shape=(1, 28, 28), num_classes=10)  # ~1.3 MB of weights
+    target = full_disk / "model.pt"
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(target, model, {"arch": "wong_mnist", "dataset": "mnist5k"})
+    assert "No space left on device" in str(caught.value) and str(target) in str(caught.value)
+    assert list(full_disk.iterdir()) == []  # no temporary left behind
+    adv = full_disk / "adv.pt"
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        save_adversarial(adv, [torch.rand(40, 1, 28, 28)], [torch.rand(40, 1, 28, 28)], list(range(40)))
+    assert caught.value.filename == str(adv) and list(full_disk.iterdir()) == []
+    # through the command line: one line, the reason and the file
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    out = full_disk / "a.tsv"
+    assert main(["attack", ckpt, "--dataset", "digits", "--max-images", "300", "--attack-batch", "300",
+                 "--max-iter", "0", "--out", str(out), "--save-adv", str(full_disk / "big" / "adv.pt"),
+                 "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert "No space left on device" in line and str(full_disk / "big" / "adv.pt") in line, line
+
+
+def test_a_full_disk_while_logging_names_the_log(full_disk, tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    (full_disk / "filler").write_bytes(b"\0" * (64 * 1024 - 6000))
+    out = full_disk / "c.tsv"
+    assert main(["certify", ckpt, "--dataset", "digits", "--n0", "4", "--samples", "16", "--out", str(out),
+                 "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert "No space left on device" in line and str(out) in line, line
+
+
+def test_a_plain_pickle_is_not_a_checkpoint(tmp_path, capsys):
+    # before: "corrupt or unreadable checkpoint ... damaged pickle data: Unsupported operand 149", after a raw
+    # UserWarning with its source line
+    import pickle
+
+    for name, obj in (("code.pkl", {"net": print}), ("plain.pkl", {"net": {"0.weight": [1.0]}})):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(obj, protocol=4))
+        assert main(["certify", str(path), "--dataset", "digits", "--out", str(tmp_path / "c.tsv")]) == 2
+        line = _error_line(capsys)
+        assert f"{path} is not a checkpoint" in line and "damaged" not in line, line
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(open(_checkpoint(tmp_path / "m.pt"), "rb").read()[:5000])
+    assert main(["certify", str(truncated), "--dataset", "digits", "--out", str(tmp_path / "c.tsv")]) == 2
+    assert "damaged or truncated" in _error_line(capsys)
+
+
+def test_the_reference_codes_legacy_files_still_load(tmp_path):
+    model = build_model("wong_mnist", input_shape=(1, 28, 28), num_classes=10)
+    state = {f"module.{k[len('net.'):]}": v for k, v in model.state_dict().items() if k.startswith("net.")}
+    path = tmp_path / "legacy.pth"
+    torch.save({"net": state, "acc": 99.0}, path, _use_new_zipfile_serialization=False)
+    loaded, meta = load_checkpoint(path)
+    assert meta["arch"] == "wong_mnist"

@@ -11,7 +11,6 @@ between the two leaves the tensor file ahead of the log; a resume drops its extr
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import pickle
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import save_torch_file
 from ..progress import progress_bar
 from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, log_for_run, read_log
 
@@ -34,19 +34,11 @@ def attack_columns(settings: dict) -> tuple:
 
 
 def save_adversarial(path: Path, clean: list, adv: list, idx: list) -> None:
-    """Replace ``path`` atomically with the concatenated clean/adversarial images and their indices."""
-    path.parent.mkdir(parents=True, exist_ok=True)  # like the log's folder: created when missing
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
-    try:
-        try:
-            torch.save({"clean": torch.cat(clean) if clean else torch.empty(0),
-                        "adv": torch.cat(adv) if adv else torch.empty(0),
-                        "idx": torch.tensor(idx, dtype=torch.int64)}, tmp)
-        except RuntimeError as exc:  # torch reports a failed write (a full disk) as RuntimeError
-            raise OSError(errno.EIO, f"cannot write {path}: {' '.join(str(exc).split())[:160]}") from None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Replace ``path`` atomically with the concatenated clean/adversarial images and their indices (its folder
+    is created like the log's); a failed write is an OSError naming ``path`` (checkpoint.save_torch_file)."""
+    save_torch_file({"clean": torch.cat(clean) if clean else torch.empty(0),
+                     "adv": torch.cat(adv) if adv else torch.empty(0),
+                     "idx": torch.tensor(idx, dtype=torch.int64)}, path, "--save-adv tensors")
 
 
 def load_adversarial(path: Path) -> dict:

@@ -266,12 +266,12 @@ def append_rows(handle, text: str) -> None:
         while data:
             written = handle.write(data)  # unbuffered: may write a part, and raises once nothing fits
             data = data[written:]
-    except OSError:
+    except OSError as exc:
         try:
             os.ftruncate(handle.fileno(), end)
         except OSError:
             pass  # the half row stays; a --resume drops it
-        raise
+        raise OSError(exc.errno, f"cannot write log: {exc.strerror or exc}", str(handle.name)) from None
 
 
 def merge_part_logs(out_path: str | os.PathLike, parts: list[Path], order: list[int]) -> int:
@@ -314,5 +314,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
