@@ -491,3 +491,79 @@ def test_the_reference_codes_legacy_files_still_load(tmp_path):
     torch.save({"net": state, "acc": 99.0}, path, _use_new_zipfile_serialization=False)
     loaded, meta = load_checkpoint(path)
     assert meta["arch"] == "wong_mnist"
+
+
+# ------------------------------------------------------------------------------------------ 1. smoothed resume
+SMOOTHED_FAST = ["--smoothed", "--n-grad", "8", "--n-test", "64", "--batch", "512", "--max-iter", "6", "--eps0",
+                 "0.02", "--eps-factor", "2", "--eps-every", "2", "--sinkhorn-iter", "30", "--no-progress"]
+
+
+def _rows_without_time(path):
+    return [{k: v for k, v in row.items() if k != "time"} for row in read_log(path)[1]]
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    """wong_mnist on the 8×8 digits after 60 full-batch Adam steps (about 90% test accuracy)."""
+    from wsmooth_ext.data import load_dataset
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x, y = load_dataset("digits", "train")
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    torch.set_num_threads(before)
+    path = tmp_path_factory.mktemp("trained") / "digits.pt"
+    save_checkpoint(path, model.eval(), {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.005})
+    return str(path)
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "flow", "frank-wolfe", "pgd-dual"])
+def test_smoothed_attack_is_the_same_resumed_or_rebatched(tmp_path, trained_checkpoint, method):
+    # before: soft_forward's gradient noise came from a per-object counter, so every row after a resume point
+    # (or with another --attack-batch) differed from the uninterrupted run
+    base = ["attack", trained_checkpoint, "--dataset", "digits", "--method", method] + SMOOTHED_FAST
+
+    def run(name, *extra):
+        out, adv = tmp_path / f"{name}.tsv", tmp_path / f"{name}.pt"
+        assert main(base + ["--out", str(out), "--save-adv", str(adv)] + list(extra)) == 0
+        return _rows_without_time(out), torch.load(adv, weights_only=True)
+
+    whole, whole_adv = run("whole", "--max-images", "6", "--attack-batch", "6")
+    # the gradients mattered: images were attacked for more than one iteration (fooled later, or never)
+    assert any(r["iterations"] > 1 or r["iterations"] == -1 for r in whole)
+    for name, extra in (("b2", ["--attack-batch", "2"]), ("b4", ["--attack-batch", "4"])):
+        rows, adv = run(name, "--max-images", "6", *extra)
+        assert rows == whole
+        for key in ("clean", "adv", "idx"):
+            assert torch.equal(adv[key], whole_adv[key]), (name, key)
+    # interrupted after 3 images (what a kill between batches leaves), then resumed
+    run("resumed", "--max-images", "3", "--attack-batch", "2")
+    rows, adv = run("resumed", "--max-images", "6", "--attack-batch", "5", "--resume")
+    assert rows == whole
+    for key in ("clean", "adv", "idx"):
+        assert torch.equal(adv[key], whole_adv[key]), key
+
+
+def test_soft_forward_with_a_step_is_a_pure_function_of_seed_key_and_step():
+    torch.manual_seed(0)
+    smooth = Smooth(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), 3, 0.2, seed=5)
+    x = torch.rand(3, 1, 4, 4)
+    keys = torch.tensor([7, 8, 9])
+    first = smooth.soft_forward(x, 16, keys=keys, step=4)
+    smooth.soft_forward(x, 16, keys=keys)  # other calls in between change nothing
+    torch.testing.assert_close(smooth.soft_forward(x[1:], 16, keys=keys[1:], step=4), first[1:], rtol=0, atol=0)
+    assert not torch.equal(smooth.soft_forward(x, 16, keys=keys, step=5), first)
+    # the samples are the documented ones: [step·n, (step+1)·n) of the soft range
+    from wsmooth_ext.noises import SOFT_SAMPLES
+
+    noisy = smooth._noisy(x, 16, SOFT_SAMPLES.start + 4 * 16, keys)
+    expected = torch.softmax(smooth.base_classifier(noisy), dim=1).reshape(3, 16, 3).mean(dim=1)
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="soft samples"):
+        smooth.soft_forward(x, 2 ** 20, keys=keys, step=2 ** 11)

@@ -173,3 +173,15 @@ def check_values_at_once(count: int, input_shape, what: str) -> None:
         raise ValueError(f"{what} = {count} images of {list(input_shape)} at once is {values:,} pixel values, "
                          f"above the limit of 2**31 ({MAX_VALUES_AT_ONCE * 4 / 2 ** 30:g} GiB of float32): "
                          "use smaller values")
+
+
+# The soft smoothed classifier's sample indices per image (noises.SOFT_SAMPLES: 2**31 - 2**16 of them); an
+# attack's iteration t draws [t·n_grad, (t + 1)·n_grad), so iterations × samples must fit.
+SOFT_SAMPLES_PER_IMAGE = 2 ** 31 - 2 ** 16
+
+
+def check_soft_samples(max_iter: int, n_grad: int, names=("--max-iter", "--n-grad")) -> None:
+    """An attack's gradient samples, max_iter·n_grad, fit in the soft samples of one image (independent draws)."""
+    if max_iter * n_grad > SOFT_SAMPLES_PER_IMAGE:
+        raise ValueError(f"{names[0]} {max_iter} x {names[1]} {n_grad} gradient samples exceed the "
+                         f"{SOFT_SAMPLES_PER_IMAGE:,} independent soft samples of an image: lower either")

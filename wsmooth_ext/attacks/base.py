@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..ranges import RANGES, check_grown_radius
+from ..ranges import RANGES, check_grown_radius, check_soft_samples
 
 
 @dataclass
@@ -87,6 +87,8 @@ class TargetAttack:
         self.max_iter = int(max_iter)
         check_grown_radius(self.eps0, self.eps_factor, self.max_iter, self.eps_every,
                            ("eps0", "eps_factor", "max_iter", "eps_every"))
+        if self.smoothed:
+            check_soft_samples(self.max_iter, self.n_grad, ("max_iter", "n_grad"))
 
     def predict(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Hard prediction [N] (int64, on x's device): base argmax, or the smoothed prediction (−1 abstain)."""
@@ -101,12 +103,17 @@ class TargetAttack:
                 return torch.as_tensor(pred, dtype=torch.int64).to(x.device)
             return self.model(x).argmax(dim=1)
 
-    def loss_gradient(self, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """∇ₓ of the cross-entropy of the (soft smoothed) classifier, per example (summed loss)."""
+    def loss_gradient(self, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor, step: int | None = None
+                      ) -> torch.Tensor:
+        """∇ₓ of the cross-entropy of the (soft smoothed) classifier, per example (summed loss).
+
+        ``step``: the iteration, which selects the gradient's noise samples (``Smooth.soft_forward``), so an
+        example's gradients depend only on (seed, its key, the iteration): never on its batch or a resume.
+        """
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             if self.smoothed:
-                probs = self.model.soft_forward(x, self.n_grad, keys=keys.cpu())
+                probs = self.model.soft_forward(x, self.n_grad, keys=keys.cpu(), step=step)
                 loss = F.nll_loss(torch.log(probs.clamp_min(1e-30)), y, reduction="sum")
             else:
                 loss = F.cross_entropy(self.model(x), y, reduction="sum")
@@ -181,7 +188,7 @@ class StateAttack(TargetAttack):
                 break
             xa, ya, ka = x[active], y[active], keys[active]
             sa = {name: v[active] for name, v in state.items()}
-            grad = self.loss_gradient(adv[active], ya, ka)
+            grad = self.loss_gradient(adv[active], ya, ka, step=t)
             with torch.no_grad():
                 sa = self.update(xa, sa, grad, eps[active], since[active])
                 for name, v in sa.items():
@@ -217,7 +224,8 @@ class StateAttack(TargetAttack):
         bsz = x.shape[0]
         eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1).expand(bsz).clone()
         if not bool((eps > 0).all()) or not bool((eps <= RANGES["eps"].high).all()):
-            raise ValueError(f"eps must be {RANGES['eps'].text()} or one such per image, got {eps.tolist()[:5]}")
+            raise ValueError(f"eps must be a positive finite number <= {RANGES['eps'].high:g} (float32 arithmetic), "
+                             f"or one such per image, got {eps.tolist()[:5]}")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         state = self.init_state(x)

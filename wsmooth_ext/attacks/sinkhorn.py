@@ -107,11 +107,19 @@ def _local_sum_conv(v: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     bsz, chans, h, w = v.shape
     n_ker, k = kernels.shape[1], kernels.shape[-1]
     weight = kernels[:, None].expand(bsz, chans, n_ker, k, k).reshape(bsz * chans * n_ker, 1, k, k)
-    cudnn = torch.backends.cudnn
-    # TF32 convolutions (cuDNN's default for float32) keep ~10 mantissa bits: too coarse for Sinkhorn
-    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                     allow_tf32=False):
-        out = F.conv2d(v.reshape(1, bsz * chans, h, w), weight, padding=k // 2, groups=bsz * chans)
+    cudnn, mkldnn = torch.backends.cudnn, torch.backends.mkldnn
+    # TF32 convolutions (cuDNN's default for float32) keep ~10 mantissa bits: too coarse for Sinkhorn. oneDNN
+    # (and cuDNN) choose their algorithm by the number of groups, i.e. by how many examples share the batch, so
+    # an example's projection would change in its last bits with its batch: a resumed or re-batched attack would
+    # differ from the uninterrupted one. PyTorch's own grouped convolution computes every group alike.
+    mkldnn_before = mkldnn.enabled
+    mkldnn.enabled = False
+    try:
+        with cudnn.flags(enabled=False, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            out = F.conv2d(v.reshape(1, bsz * chans, h, w), weight, padding=k // 2, groups=bsz * chans)
+    finally:
+        mkldnn.enabled = mkldnn_before
     return out.reshape(bsz, chans, n_ker, h, w).transpose(1, 2)
 
 

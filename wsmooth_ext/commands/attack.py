@@ -142,7 +142,7 @@ def _check_numbers(args) -> None:
     from .. import statistics
     from ..cli import UserError
     from ..data import DATASETS
-    from ..ranges import check_grown_radius, check_options, check_values_at_once
+    from ..ranges import check_grown_radius, check_options, check_soft_samples, check_values_at_once
 
     check_options(args)  # every value in its stated range, named as typed
     given = [name for name in SMOOTHED_DEFAULTS if getattr(args, name) is not None]
@@ -158,6 +158,7 @@ def _check_numbers(args) -> None:
             check_grown_radius(args.eps0, args.eps_factor, args.max_iter, args.eps_every)
         shape = DATASETS[args.dataset].input_shape
         if args.smoothed:
+            check_soft_samples(args.max_iter, args.n_grad)
             check_values_at_once(args.attack_batch * args.n_grad, shape, "--attack-batch x --n-grad")
             check_values_at_once(args.batch, shape, "--batch")
     except ValueError as exc:
