@@ -567,3 +567,67 @@ def test_soft_forward_with_a_step_is_a_pure_function_of_seed_key_and_step():
     torch.testing.assert_close(first, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="soft samples"):
         smooth.soft_forward(x, 2 ** 20, keys=keys, step=2 ** 11)
+
+
+# ------------------------------------------------------------------------------------------ 11. box projection
+def _projection_case():
+    from wsmooth_ext.data import load_dataset
+
+    x = load_dataset("digits", "test")[0][:6].double()
+    torch.manual_seed(0)
+    candidate = (x + 0.5 * torch.randn_like(x).sign()).clamp(0, 1.5)  # well outside [0, 1] in places
+    return x, candidate
+
+
+def test_box_projection_keeps_mass_and_pixels_within_one():
+    # before: the projected image was clamped to [0, 1] after projecting, which changed its mass
+    from wsmooth_ext.attacks import local_cost, projected_sinkhorn
+
+    x, candidate = _projection_case()
+    mass = x.sum(dim=(1, 2, 3), keepdim=True)
+    cost = local_cost(5, 1.0, dtype=torch.float64)
+    eps = 0.3
+    z, info = projected_sinkhorn(x / mass, candidate / mass, eps, 1000.0, cost, max_iter=3000, tol=1e-4,
+                                 upper=1.0 / mass, return_info=True)
+    assert bool(info["converged"].all())
+    pixels = z * mass
+    assert float(pixels.max()) <= 1.0 + 1e-12 and float(pixels.min()) >= 0.0
+    torch.testing.assert_close(pixels.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=1e-4, atol=0)
+    assert bool((info["transport_cost"] <= eps * (1 + 1e-3)).all())
+    # the exact W1 of the example (an LP, independent of the projection) is within the ball
+    from wsmooth_ext.wasserstein import wasserstein_distance
+
+    for b in range(x.shape[0]):
+        w1 = wasserstein_distance(x[b], pixels[b], ground="l2", window=5, on_mismatch="rescale")
+        assert w1 <= eps * (1 + 1e-3) + 1e-6
+    # the published projection: the same ball without the cap puts pixels above 1, so its clamp loses mass
+    free = projected_sinkhorn(x / mass, candidate / mass, eps, 1000.0, cost, max_iter=2000, tol=1e-6) * mass
+    assert float(free.max()) > 1.0
+    assert float((free.clamp(0, 1).sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3)) - 1).abs().max()) > 1e-3
+
+
+def test_a_box_that_binds_nowhere_changes_nothing():
+    from wsmooth_ext.attacks import local_cost, projected_sinkhorn
+
+    x, candidate = _projection_case()
+    mass = x.sum(dim=(1, 2, 3), keepdim=True)
+    cost = local_cost(5, 1.0, dtype=torch.float64)
+    free = projected_sinkhorn(x / mass, candidate / mass, 0.3, 1000.0, cost, max_iter=300)
+    boxed = projected_sinkhorn(x / mass, candidate / mass, 0.3, 1000.0, cost, max_iter=300, upper=1e6)
+    torch.testing.assert_close(boxed, free, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="upper must be >= X"):
+        projected_sinkhorn(x / mass, candidate / mass, 0.3, 1000.0, cost, upper=0.5 * x / mass)
+
+
+def test_sinkhorn_attack_examples_keep_their_mass_by_default(tmp_path, trained_checkpoint):
+    runs = {}
+    for projection in ("box", "clamp"):
+        out = tmp_path / f"{projection}.tsv"
+        assert main(["attack", trained_checkpoint, "--dataset", "digits", "--max-images", "12", "--eps", "0.3",
+                     "--max-iter", "10", "--out", str(out), "--no-progress", "--projection", projection]) == 0
+        runs[projection] = read_log(out)[1]
+        assert {r["projection"] for r in runs[projection]} == {projection}
+    attacked = [i for i, r in enumerate(runs["box"]) if r["iterations"] != 0]
+    assert attacked
+    assert max(abs(runs["box"][i]["mass_change"]) for i in attacked) <= 2e-4  # the projection's tolerance
+    assert max(abs(runs["clamp"][i]["mass_change"]) for i in attacked) > 2e-4

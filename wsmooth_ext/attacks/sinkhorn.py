@@ -137,6 +137,20 @@ def _exact_log_local(log_v, log_kernels, mask):
     return torch.logsumexp(values, dim=1)
 
 
+def _check_upper(upper, X):
+    """The cap on Z as a tensor broadcastable to X (None: no cap); every cap must admit X itself."""
+    if upper is None:
+        return None
+    upper = torch.as_tensor(upper, dtype=X.dtype, device=X.device)
+    try:
+        torch.broadcast_shapes(upper.shape, X.shape)
+    except RuntimeError:
+        raise ValueError(f"upper must broadcast to X's shape {tuple(X.shape)}, got {tuple(upper.shape)}") from None
+    if bool(torch.isnan(upper).any()) or bool((upper < X).any()):
+        raise ValueError("upper must be >= X everywhere (the clean image must lie in the box)")
+    return upper
+
+
 def _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_tol=0.0):
     for name, t in (("X", X), ("Y", Y)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4 or not t.is_floating_point():
@@ -169,9 +183,15 @@ def _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_
 
 
 def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, cost_kernel: torch.Tensor,
-                       max_iter: int = 400, tol: float = 1e-4, *, cost_tol: float = 1e-3,
+                       max_iter: int = 400, tol: float = 1e-4, *, cost_tol: float = 1e-3, upper=None,
                        return_info: bool = False):
-    """Entropic projection of Y onto the local Wasserstein ball of radius ε around X (batched).
+    """Entropic projection of Y onto the local Wasserstein ball of radius ε around X (batched), optionally
+    intersected with the box Z ≤ ``upper`` (Hu, Swaminathan, Salman & Yang 2020).
+
+    The box enters the dual as one more variable κ ≥ 0 per target pixel (Z = Y + (β − κ)/λ): for the current
+    α, the unconstrained column update Z* = W₀(λ e^{λY} (K∗e^{−α}))/λ is kept where Z* ≤ upper; elsewhere
+    the column is held at the cap, Z = upper, by β = log(K∗e^{−α}) − log upper (and κ = β − λ(upper − Y) ≥ 0).
+    The mass of Z still converges to Σ X, so an image projected with upper = 1/s needs no clamp afterwards.
 
     Args:
         X: clean images [B, C, H, W], non-negative (mass-normalized by the caller: Σ X = 1 per example).
@@ -180,6 +200,7 @@ def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, co
         lam: regularization λ (the paper: 1000 on MNIST, 3000 on CIFAR-10); larger = closer to the exact
             Euclidean projection.
         cost_kernel: [k, k] local cost (``local_cost(k, p)``), k odd.
+        upper: None (no box), or a cap on Z broadcastable to X ([B, 1, 1, 1]: 1/s for pixels ≤ 1), ≥ X.
         max_iter: iteration limit per example.
         tol, cost_tol: stop an example once the plan whose column sums are Z has relative mass error
             |Σ Z − Σ X| / Σ X ≤ tol and transport cost ⟨Π, C⟩ ≤ ε·(1 + cost_tol).
@@ -190,6 +211,10 @@ def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, co
         Z [B, C, H, W] ≥ 0, the column marginal of the regularized plan (Z = Y + β/λ).
     """
     eps = _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_tol)
+    upper = _check_upper(upper, X)
+    if upper is not None:
+        upper = upper.expand_as(X)
+        log_upper = torch.log(upper)
     bsz = X.shape[0]
     dtype, device = X.dtype, X.device
     cost = cost_kernel.to(dtype=dtype, device=device)
@@ -226,6 +251,11 @@ def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, co
         omega = wright_omega(math.log(lam) + lam * y_a + log_ka)
         z_a = omega / lam
         beta_a = omega - lam * y_a
+        if upper is not None:  # columns above the box are held at the cap (κ > 0 there)
+            u_a = upper[active]
+            capped = z_a > u_a
+            z_a = torch.where(capped, u_a, z_a)
+            beta_a = torch.where(capped, log_ka - log_upper[active], beta_a)
         # 3. Newton step on ψ for the constraint ⟨Π, C⟩ = ε, with backtracking to keep ψ ≥ 0
         moments = log_local_operator(-beta_a, torch.stack((log_cost + lk_a, 2 * log_cost + lk_a), dim=1))
         first = torch.exp(na[:, None] + moments).sum(dim=(2, 3, 4))

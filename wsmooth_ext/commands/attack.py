@@ -13,7 +13,9 @@ METHODS = ("sinkhorn", "frank-wolfe", "pgd-dual", "flow")
 EPILOG = """\
 Projected-Sinkhorn PGD (Wong et al. 2019) as in Levine & Feizi §6.2: sign (or L2) gradient steps in pixel
 space, entropic projection onto the Wasserstein ball of radius eps around the clean image (local k x k
-transport within each channel, cost |offset|^p, images divided by the clean image's mass), clamp to [0, 1];
+transport within each channel, cost |offset|^p, images divided by the clean image's mass), by default
+intersected with pixels <= 1 so the mass is kept (--projection box; --projection clamp: the published clamp to
+[0, 1] after the projection, which changes the mass);
 eps starts at --eps0 and is multiplied by --eps-factor every --eps-every iterations for the images not yet
 fooled. Defaults are the paper's MNIST settings; CIFAR-10: --reg 3000 --eps0 0.001 --eps-factor 1.17
 --max-iter 400.
@@ -27,7 +29,7 @@ feasible at every iterate. --method flow: PGD over the flow plan
 delta with |delta|_1 <= eps (steps of --flow-step * eps, exact L1-ball projection, per-edge limits keep pixels
 in [0, 1]); its examples satisfy W1 (L1 ground) <= eps (Lemma 1). --eps E: fixed radius E for any method
 (radius = E when fooled); without it eps grows from --eps0 as above (frank-wolfe and flow restart their step
-schedule at each growth). --p, --reg, --norm and --sinkhorn-* apply to sinkhorn only; --step to sinkhorn and
+schedule at each growth). --p, --reg, --norm, --projection and --sinkhorn-* apply to sinkhorn only; --step to sinkhorn and
 pgd-dual; --ground to frank-wolfe and pgd-dual.
 
 --smoothed attacks the smoothed classifier: gradients of the mean softmax over --n-grad fresh noise samples,
@@ -62,7 +64,7 @@ SMOOTHED_DEFAULTS = {"n_grad": 128, "n_test": 10000, "alpha": 0.05, "success_tes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..attacks import NORMS
+    from ..attacks import NORMS, PROJECTIONS
     from ..noises import NOISES
     from ..ranges import ranged
     from ._common import add_image_selection, add_model_and_data_arguments
@@ -117,6 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    **ranged(parser, "step", "step size in pixel units (sinkhorn) or pixel-mass units per coupling entry "
                                     "(pgd-dual) (default 0.1)"))
     a.add_argument("--norm", default="linf", choices=NORMS, help="linf: sign steps (default); l2: normalized gradient")
+    a.add_argument("--projection", default="box", choices=PROJECTIONS,
+                   help="sinkhorn: box (default) projects onto the intersection of the ball, the clean image's mass "
+                        "and pixels <= 1 (Hu et al. 2020), so examples keep their mass; clamp is the published "
+                        "attack (Wong et al. 2019): project onto the ball, then clamp to [0, 1], changing the mass")
     a.add_argument("--sinkhorn-iter", default=400,
                    **ranged(parser, "sinkhorn_iter", "projection iterations at most (default 400)"))
     a.add_argument("--sinkhorn-tol", default=1e-4,
@@ -226,7 +232,8 @@ def build_attack(args, target):
     if args.method == "flow":
         return FlowAttack(target, eps=eps0, step=args.flow_step, **common)
     return WassersteinPGD(target, p=args.p, kernel_size=args.kernel_size, reg=args.reg, eps0=eps0, step=args.step,
-                          norm=args.norm, sinkhorn_iter=args.sinkhorn_iter, sinkhorn_tol=args.sinkhorn_tol, **common)
+                          norm=args.norm, sinkhorn_iter=args.sinkhorn_iter, sinkhorn_tol=args.sinkhorn_tol,
+                          projection=args.projection, **common)
 
 
 def run(args: argparse.Namespace) -> int:

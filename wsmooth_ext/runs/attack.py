@@ -95,13 +95,14 @@ def attack_to_log(attack, images: torch.Tensor, labels: torch.Tensor, indices: l
     """Attack ``images[i]`` for i in ``indices`` (key = i) and append one row per image to ``out``.
 
     ``settings`` (and ``identity``: what produced the run, e.g. the checkpoint's hash) are recorded in every
-    row and must match on ``resume``; the attack's success test (``success_test``, smoothed targets) is added
-    to them here, so every caller logs it. See the module docstring for ``save_adv``.
+    row and must match on ``resume``; the attack's success test (``success_test``, smoothed targets), its
+    projection (``projection``, sinkhorn) and whether tensors are saved (``adv_saved``) are added to them here,
+    so every caller logs them. See the module docstring for ``save_adv``.
     """
     if save_adv is not None and save_adv.exists() and not resume:
         raise FileExistsError(f"{save_adv} already exists; pass --resume or remove it")
     settings = {**settings, "success_test": attack.success_test if getattr(attack, "smoothed", False) else None,
-                "adv_saved": save_adv is not None}
+                "projection": getattr(attack, "projection", None), "adv_saved": save_adv is not None}
     if resume and save_adv is None and out.exists() and out.stat().st_size:
         _, rows = read_log(out)
         if any(row.get("adv_saved") == 1 for row in rows):  # its tensor file could never be completed
