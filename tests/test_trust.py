@@ -98,6 +98,20 @@ def test_noise_ops_refuse_sigma_whose_samples_overflow(op, dtype):
     assert bool(torch.isfinite(out).all())
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 1, 5), (2, 3, 4, 1), (1, 1, 1, 1)])
+def test_pixel_noise_takes_images_one_pixel_wide(shape):
+    # before: pixel_noise refused H or W of 1 ("flows live between pixels"), though pixel noise has no flows
+    from wsmooth_ext.reference import pixel_noise_reference
+
+    x = torch.rand(*shape, dtype=torch.float64) + 0.1
+    out = wsmooth_ext.pixel_noise(x, 4, 0.2, seed=3)
+    torch.testing.assert_close(out, pixel_noise_reference(x, 4, 0.2, seed=3), rtol=1e-12, atol=1e-12)
+    xg = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: wsmooth_ext.pixel_noise(t, 3, 0.2, seed=3), (xg,))
+    with pytest.raises(ValueError, match="H >= 2 and W >= 2"):
+        wsmooth_ext.flow_noise(x, 4, 0.2)
+
+
 # ------------------------------------------------------------------------------------------ 3. non-finite weights
 @pytest.mark.parametrize("poison", [math.nan, math.inf])
 def test_commands_refuse_a_checkpoint_with_non_finite_weights(tmp_path, capsys, poison):

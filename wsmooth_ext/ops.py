@@ -75,15 +75,17 @@ def _warn_fallback(device: torch.device) -> None:
                   stacklevel=3)
 
 
-def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys) -> torch.Tensor:
+def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel=False) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"x must be float32 or float64, got {x.dtype}")
-    if x.shape[2] < 2 or x.shape[3] < 2:
+    if not pixel and (x.shape[2] < 2 or x.shape[3] < 2):
         raise ValueError(f"x must have H >= 2 and W >= 2 (flows live between pixels), got {tuple(x.shape)}")
+    if pixel and (x.shape[2] < 1 or x.shape[3] < 1):
+        raise ValueError(f"x must have H >= 1 and W >= 1, got {tuple(x.shape)}")
     # Value checks read the data (a host sync on CUDA): the C++ op makes them itself, so Python scans x only
     # for the reference fallback; under torch.compile they are left to the op at run time.
     if x.numel() and not has_kernel(x.device) and not torch.compiler.is_compiling():
@@ -134,7 +136,7 @@ def _check_range(x, sigma, noise, normalize, pixel) -> None:
 
 
 def _noise_op(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel):
-    keys = _validate(x, num_samples, sigma, noise, seed, sample_offset, keys)
+    keys = _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel)
     _check_range(x, sigma, noise, normalize, pixel)
     num_samples, seed, sample_offset = int(num_samples), int(seed), int(sample_offset)
     if has_kernel(x.device):
