@@ -14,11 +14,13 @@ namespace wsmooth {
 // The scalar arguments, x's shape and dtype, and keys: checked the same way by the forward and the backward
 // (the backward reads keys[b] on the device too). `op` names the op in the message.
 inline void check_op_args(const char* op, const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
-                          int64_t sample_offset, const at::Tensor& keys) {
+                          int64_t sample_offset, const at::Tensor& keys, bool pixel) {
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D [B, C, H, W], got ", x.dim(), " dims");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               op, ": x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, op, ": x must have H >= 2 and W >= 2, got ", x.sizes());
+  // flows live between pixels (H, W >= 2); pixel noise needs no neighbours
+  TORCH_CHECK(pixel ? (x.size(2) >= 1 && x.size(3) >= 1) : (x.size(2) >= 2 && x.size(3) >= 2), op,
+              pixel ? ": x must have H >= 1 and W >= 1, got " : ": x must have H >= 2 and W >= 2, got ", x.sizes());
   TORCH_CHECK(num_samples >= 1, op, ": num_samples must be >= 1, got ", num_samples);
   TORCH_CHECK(std::isfinite(sigma) && sigma > 0, op, ": sigma must be finite and > 0, got ", sigma);
   TORCH_CHECK(noise == kLaplace || noise == kUniform, op, ": noise must be 0 (laplace) or 1 (uniform), got ",
@@ -33,8 +35,8 @@ inline void check_op_args(const char* op, const at::Tensor& x, int64_t num_sampl
 }
 
 inline void check_noise_args(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
-                             int64_t sample_offset, const at::Tensor& keys) {
-  check_op_args("wsmooth_ext.flow_noise", x, num_samples, sigma, noise, sample_offset, keys);
+                             int64_t sample_offset, const at::Tensor& keys, bool pixel) {
+  check_op_args("wsmooth_ext.flow_noise", x, num_samples, sigma, noise, sample_offset, keys, pixel);
   if (x.numel() > 0) {
     // One pass over x and one host sync (the output is num_samples times larger): min and max together.
     // NaN propagates into both, and x is finite and non-negative exactly when 0 <= min and max < inf.
@@ -71,8 +73,8 @@ inline at::Tensor finish_backward(const at::Tensor& grad, const at::Tensor& x, i
 }
 
 inline void check_backward_args(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples, double sigma,
-                                int64_t noise, int64_t sample_offset, const at::Tensor& keys) {
-  check_op_args("wsmooth_ext.flow_noise_backward", x, num_samples, sigma, noise, sample_offset, keys);
+                                int64_t noise, int64_t sample_offset, const at::Tensor& keys, bool pixel) {
+  check_op_args("wsmooth_ext.flow_noise_backward", x, num_samples, sigma, noise, sample_offset, keys, pixel);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) * num_samples && grad.size(1) == x.size(1) &&
                   grad.size(2) == x.size(2) && grad.size(3) == x.size(3),
               "wsmooth_ext.flow_noise_backward: grad must be [B*num_samples, C, H, W], got ", grad.sizes());

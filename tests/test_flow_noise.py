@@ -323,6 +323,8 @@ def test_fallback_to_reference_warns_once(monkeypatch):
     (dict(keys=torch.tensor([1, 2])), "keys"),
 ])
 def test_bad_input_raises_value_error(op, kwargs, match):
+    if op is wsmooth_ext.pixel_noise and match in ("H >= 2", "W >= 2"):
+        pytest.skip("pixel noise has no flows: 1-pixel-wide images are valid (tests/test_trust.py)")
     args = dict(x=torch.ones(1, 1, 3, 3), num_samples=2, sigma=0.1)
     args.update(kwargs)
     x = args.pop("x")

@@ -157,10 +157,15 @@ def test_a_full_disk_gives_one_line_and_leaves_nothing_half_written(tmp_path):
     run = _run_with_file_size_limit(tmp_path, ["certify", ckpt, "--dataset", "digits", "--out", str(out)]
                                     + CERTIFY_FAST, 700)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert not out.exists()  # not one row fitted: the run leaves nothing that would block its rerun (issue 20.4)
+    run = _run_with_file_size_limit(tmp_path, ["certify", ckpt, "--dataset", "digits", "--out", str(out)]
+                                    + CERTIFY_FAST, 2500)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
     data = out.read_bytes()
+    assert data.count(b"\n") > 1  # rows were logged: the partial log stays for --resume
     assert data.endswith(b"\n")  # only complete rows: a --resume continues it
-    assert main(["certify", ckpt, "--dataset", "digits", "--out", str(out), "--resume", "--max-images", "3"]
-                + CERTIFY_FAST) == 0
+    assert main(["certify", ckpt, "--dataset", "digits", "--out", str(out), "--resume", "--max-images", "30"]
+                + CERTIFY_FAST) == 0  # 2,500 bytes hold fewer than 30 rows: the resume extends the log
 
 
 @pytest.mark.parametrize("command", [
@@ -185,7 +190,8 @@ def test_unwritable_outputs_are_one_line_before_any_work(tmp_path, capsys, comma
 
 # ------------------------------------------------------------------------------------------ 7./8./9. validation
 @pytest.mark.parametrize("argv,message", [
-    (["certify", "CKPT", "--dataset", "digits", "--samples", "99999999999999999999", "--out", "OUT"], "--n0 + --samples"),
+    (["certify", "CKPT", "--dataset", "digits", "--samples", "99999999999999999999", "--out", "OUT"], "--samples"),
+    (["certify", "CKPT", "--dataset", "digits", "--samples", "2147483648", "--out", "OUT"], "--n0 + --samples"),
     (["predict", "CKPT", "--dataset", "digits", "--samples", "3000000000", "--out", "OUT"], "--samples"),
     (["certify", "CKPT", "--dataset", "digits", "--sigma", "1e300", "--out", "OUT"], "--sigma"),
     (["attack", "CKPT", "--dataset", "digits", "--smoothed", "--sigma", "1e300", "--out", "OUT"], "--sigma"),

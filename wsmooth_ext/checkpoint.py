@@ -24,12 +24,14 @@ Those models had no input normalization (mean 0, std 1) and carry no noise/σ (m
 
 from __future__ import annotations
 
-import errno
 import hashlib
+import io
 import math
 import os
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -102,17 +104,29 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if training_state is not None:
         payload["training_state"] = training_state
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    save_torch_file(payload, Path(path), "checkpoint")
+
+
+def save_torch_file(obj, path: Path, what: str) -> None:
+    """``torch.save(obj)`` into ``path`` atomically (a temporary in the same folder, then ``os.replace``).
+
+    The bytes are serialized in memory and written with plain file I/O, so a failed write (a full disk, a file
+    size limit) is an OSError with its real reason and ``path`` ('cannot write checkpoint: No space left on
+    device: PATH'), not torch's internal text; nothing but the old file is left behind.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
     # per process, so concurrent writers never share a temporary; removed whatever happens
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        try:
-            torch.save(payload, tmp)
-        except RuntimeError as exc:  # torch reports a failed write (a full disk) as RuntimeError
-            raise OSError(errno.EIO, f"cannot write checkpoint {path}: {_one_line(exc)}") from None
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {what}: {exc.strerror or exc}", str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -148,8 +162,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise ValueError(f"checkpoint path is a directory, not a file: {path}")
+    with open(path, "rb") as handle:
+        zip_start = handle.read(4) == b"PK\x03\x04"  # a torch.save file, whole or truncated
+    if not zip_start and not _is_legacy_torch_file(path):
+        raise ValueError(f"{path} is not a checkpoint: it is neither a torch.save file nor the reference code's "
+                         "(legacy torch.save) format; a plain pickle is never unpickled here, as that can run code")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on legacy files' pickle protocol is not for our users
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch wraps every failure of its restricted unpickler in the same preamble: tell a file that
         # names a non-allowlisted class (needs full unpickling, which can run code) from a damaged one.
@@ -169,6 +190,25 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not isinstance(obj, dict):
         raise ValueError(f"unrecognized checkpoint {path}: expected a dict, got {type(obj).__name__}")
     return obj
+
+
+# torch's legacy (pre-1.6, non-zip) format begins with this number, pickled (torch.serialization.MAGIC_NUMBER)
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+def _is_legacy_torch_file(path: Path) -> bool:
+    """Whether the file starts with the pickled magic number of torch's legacy format; read without unpickling
+    (the opcodes are only listed), so a plain pickle is recognised without running it."""
+    try:
+        with open(path, "rb") as handle:
+            for position, (opcode, arg, _) in enumerate(pickletools.genops(handle)):
+                if opcode.name.startswith(("LONG", "INT")):
+                    return arg == _LEGACY_MAGIC
+                if position > 2 or opcode.name not in ("PROTO", "FRAME"):
+                    return False
+    except (ValueError, EOFError, OSError):  # not a pickle stream at all
+        return False
+    return False
 
 
 def _wong_from_state(state: dict, path: Path, source: str) -> tuple[nn.Module, dict]:
@@ -238,8 +278,18 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None,
     else:
         raise ValueError(f"unrecognized checkpoint {path}: keys {sorted(map(str, obj))[:6]} are none of "
                          f"'format' (wsmooth_ext), 'net' (Levine & Feizi), 'state_dict' (Wong et al.)")
+    _check_finite(model, path)
     model.eval()
     return model, meta
+
+
+def _check_finite(model: nn.Module, path: Path) -> None:
+    """A model with NaN or infinite weights answers nothing meaningful (a diverged training run): refuse it."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"checkpoint {path} holds non-finite weights ({bad} NaN or infinite values in {name}), "
+                             "e.g. from a diverged training run; refusing to use it")
 
 
 def load_training_state(path: str | os.PathLike) -> tuple[dict, dict, dict | None]:

@@ -10,6 +10,7 @@ instead, with a one-time warning: never a silent wrong answer.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
@@ -94,15 +95,17 @@ def _warn_fallback(device: torch.device) -> None:
                   stacklevel=3)
 
 
-def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys) -> torch.Tensor:
+def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel=False) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"x must be float32 or float64, got {x.dtype}")
-    if x.shape[2] < 2 or x.shape[3] < 2:
+    if not pixel and (x.shape[2] < 2 or x.shape[3] < 2):
         raise ValueError(f"x must have H >= 2 and W >= 2 (flows live between pixels), got {tuple(x.shape)}")
+    if pixel and (x.shape[2] < 1 or x.shape[3] < 1):
+        raise ValueError(f"x must have H >= 1 and W >= 1, got {tuple(x.shape)}")
     # Value checks read the data (a host sync on CUDA): the C++ op makes them itself, so Python scans x only
     # for the reference fallback; under torch.compile they are left to the op at run time.
     if x.numel() and not has_kernel(x.device) and not torch.compiler.is_compiling():
@@ -110,15 +113,16 @@ def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys) -> torch.
             raise ValueError("x must be finite (found NaN or inf)")
         if bool((x < 0).any()):
             raise ValueError("x must be non-negative: images are treated as mass distributions")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+    if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma)
+            or sigma <= 0):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     if noise not in NOISE_CODES:
         raise ValueError(f"noise must be one of {sorted(NOISE_CODES)}, got {noise!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-    if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or sample_offset < 0:
+    if isinstance(sample_offset, bool) or not isinstance(sample_offset, numbers.Integral) or sample_offset < 0:
         raise ValueError(f"sample_offset must be an integer >= 0, got {sample_offset!r}")
     if sample_offset + num_samples > SAMPLE_INDEX_LIMIT:
         raise ValueError(f"sample_offset + num_samples must be <= 2**32, got {sample_offset + num_samples}")
@@ -133,8 +137,28 @@ def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys) -> torch.
     return keys.to(device=x.device, dtype=torch.int64)
 
 
+def _check_range(x, sigma, noise, normalize, pixel) -> None:
+    """Refuse σ (for these images) whose samples could overflow x's dtype: a bound, not a draw, decides.
+
+    A unit draw is at most 31·ln 2 (Laplace) or 1 (uniform) in size (csrc/flow_noise.h); a pixel receives
+    one draw (pixel noise) or four edge flows, scaled by s·λ (or λ in pixel units)."""
+    if not x.numel() or torch.compiler.is_compiling():
+        return
+    largest, mass = torch.stack((x.amax(), x.sum(dim=(1, 2, 3)).amax())).tolist()
+    if math.isnan(largest) or math.isnan(mass) or math.isinf(largest):
+        return  # not images: the op's own value checks say so
+    unit = 31 * math.log(2) if noise == "laplace" else 1.0
+    bound = largest + (mass if normalize else 1.0) * reference.noise_scale(noise, sigma) * unit * (1 if pixel else 4)
+    limit = torch.finfo(x.dtype).max
+    if not bound < limit:
+        raise ValueError(f"sigma={sigma:g} is too large for these images (mass up to {mass:.3g}): noisy pixels "
+                         f"could reach {bound:.3g}, beyond {x.dtype}'s range {limit:.3g}")
+
+
 def _noise_op(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel):
-    keys = _validate(x, num_samples, sigma, noise, seed, sample_offset, keys)
+    keys = _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel)
+    _check_range(x, sigma, noise, normalize, pixel)
+    num_samples, seed, sample_offset = int(num_samples), int(seed), int(sample_offset)
     if has_kernel(x.device):
         return torch.ops.wsmooth_ext.flow_noise(x.contiguous(), num_samples, float(sigma), NOISE_CODES[noise],
                                                 seed, sample_offset, keys, bool(normalize), bool(pixel))

@@ -11,7 +11,8 @@ procedures use disjoint ranges of sample indices, so their draws are independent
 
 * ``certify``: selection samples [0, n0), estimation samples [n0, n0 + n);
 * ``predict``: samples [0, n) (``predict_batch_sequential``: the prefixes [0, m_k) of the same range);
-* ``soft_forward``: fresh samples from ``noises.SOFT_SAMPLES`` on every call (a per-object counter).
+* ``soft_forward``: samples of ``noises.SOFT_SAMPLES``, [step·n, (step + 1)·n) for an attack's iteration
+  ``step`` (a pure function of (seed, key, step)), or fresh ones on every call without a step.
 
 The ranges are reserved in :mod:`wsmooth_ext.noises`.
 
@@ -313,6 +314,10 @@ class Smooth:
         ``labels`` (optional, [B]) adds ``count_label``: the base classifier's votes for the true label.
         """
         x = _check_images(x, 4)
+        empty = (x.flatten(1).sum(dim=1) <= 0).nonzero().flatten() if x.numel() else torch.empty(0)
+        if empty.numel():  # a radius is a distance between distributions: x/s needs s > 0
+            raise ValueError(f"images {empty.tolist()[:5]} of x have no mass (all pixels 0): an image without "
+                             "mass is not a distribution and has no Wasserstein certificate")
         n0 = _check_int("n0", n0)
         n = _check_int("n", n)
         alpha = statistics._check_alpha(alpha)
@@ -357,21 +362,31 @@ class Smooth:
         return record.prediction, record.radius
 
     # ----------------------------------------------------------------------------------------- soft
-    def soft_forward(self, x: torch.Tensor, num_samples: int, keys=None) -> torch.Tensor:
-        """Differentiable soft smoothed classifier: mean softmax [B, num_classes] over fresh noise samples.
+    def soft_forward(self, x: torch.Tensor, num_samples: int, keys=None, step: int | None = None) -> torch.Tensor:
+        """Differentiable soft smoothed classifier: mean softmax [B, num_classes] over noise samples.
 
-        Each call draws new samples (a counter advances through ``noises.SOFT_SAMPLES``, disjoint from
-        predict/certify's), so repeated calls give independent Monte-Carlo estimates. Gradients flow
-        to ``x`` through the noise op. All B·num_samples noisy images go through the model at once.
+        ``step`` (an attack's iteration) picks the samples: [step·n, (step + 1)·n) of ``noises.SOFT_SAMPLES``
+        (n = num_samples), so the noise is a pure function of (seed, image key, step) — batching, sharding
+        and resuming change nothing, as for the votes. Without ``step`` each call draws new samples (a
+        per-object counter advances through the range), for callers that only need independent estimates.
+        Both ranges are disjoint from predict/certify's. Gradients flow to ``x`` through the noise op. All
+        B·num_samples noisy images go through the model at once.
         """
         x = _check_images(x, 4)
         num_samples = _check_int("num_samples", num_samples)
         keys = self._keys(x, keys)
         if num_samples > len(noises.SOFT_SAMPLES):
             raise ValueError(f"num_samples must be <= {len(noises.SOFT_SAMPLES)}, got {num_samples}")
-        if self._soft_offset + num_samples > noises.SOFT_SAMPLES.stop:
-            self._soft_offset = noises.SOFT_SAMPLES.start  # wrap: reuse only after ~2**31 samples per image
-        offset = self._soft_offset
-        self._soft_offset += num_samples
+        if step is not None:
+            step = _check_int("step", step, minimum=0)
+            if (step + 1) * num_samples > len(noises.SOFT_SAMPLES):
+                raise ValueError(f"(step + 1) * num_samples must be <= {len(noises.SOFT_SAMPLES)} (the soft samples "
+                                 f"of one image), got step {step} with {num_samples} samples")
+            offset = noises.SOFT_SAMPLES.start + step * num_samples
+        else:
+            if self._soft_offset + num_samples > noises.SOFT_SAMPLES.stop:
+                self._soft_offset = noises.SOFT_SAMPLES.start  # wrap: reuse only after ~2**31 samples per image
+            offset = self._soft_offset
+            self._soft_offset += num_samples
         probs = torch.softmax(self._logits(self._noisy(x, num_samples, offset, keys)), dim=1)
         return probs.reshape(x.shape[0], num_samples, self.num_classes).mean(dim=1)

@@ -55,7 +55,7 @@ void for_each_chunk(int64_t rows, int64_t draws, const Body& body) {
 
 at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
                           int64_t sample_offset, const at::Tensor& keys_in, bool normalize, bool pixel) {
-  check_noise_args(x_in, num_samples, sigma, noise, sample_offset, keys_in);
+  check_noise_args(x_in, num_samples, sigma, noise, sample_offset, keys_in, pixel);
   const auto x = x_in.contiguous();
   const auto keys = keys_in.contiguous();
   auto out = at::empty({x.size(0) * num_samples, x.size(1), x.size(2), x.size(3)}, x.options());
@@ -78,7 +78,7 @@ at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double si
 at::Tensor flow_noise_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t num_samples,
                                    double sigma, int64_t noise, int64_t seed, int64_t sample_offset,
                                    const at::Tensor& keys_in, bool normalize, bool pixel) {
-  check_backward_args(grad_in, x_in, num_samples, sigma, noise, sample_offset, keys_in);
+  check_backward_args(grad_in, x_in, num_samples, sigma, noise, sample_offset, keys_in, pixel);
   const auto grad = grad_in.contiguous();
   const auto keys = keys_in.contiguous();
   at::Tensor dots;

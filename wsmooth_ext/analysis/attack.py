@@ -28,7 +28,11 @@ import numpy as np
 from ..runs.attack import ATTACK_HEADER
 from ..runs.logfile import read_log
 from ..smooth import ABSTAIN
+from .rows import check_log_rows
 from .tables import default_radius_grid, format_table, pct
+
+# an attack's distances: nominal radius, exact W1 (L2 and L1 ground); inf for an image never fooled
+ATTACK_DISTANCES = ("radius", "w1", "w1_l1")
 
 # per-channel mass-share differences (summed) up to this are rounding, not a change of the threat model
 CHANNEL_GAP_TOL = 1e-6
@@ -51,7 +55,9 @@ def read_attack_log(path: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"no such attack log: {path}")
     if not is_attack_log(path):
         raise ValueError(f"{path} is not an attack log (header must start with {' '.join(ATTACK_HEADER)})")
-    return read_log(path)[1]
+    columns, rows = read_log(path)
+    check_log_rows(path, columns, rows, distances=ATTACK_DISTANCES, infinite_ok=ATTACK_DISTANCES)
+    return rows
 
 
 def _distances(rows, column):
@@ -191,6 +197,7 @@ def read_certify_rows(path: str | os.PathLike) -> list[dict]:
     columns, rows = read_log(path)
     if "radius" not in columns or "predict" not in columns or columns[:1] != ["idx"]:
         raise ValueError(f"{path} is not a certify log (needs idx, label, predict and radius columns)")
+    check_log_rows(path, columns, rows, distances=("radius", "radius_l1"))
     return rows
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..runs.logfile import read_log
 from ..smooth import ABSTAIN
+from .rows import check_log_rows
 from .tables import default_radius_grid, floor_sig, format_table, pct
 
 
@@ -49,6 +50,7 @@ def summarize_certify_log(path: str | os.PathLike, radius_grid=None) -> dict:
         raise ValueError(f"{path} is not a certify or predict log: missing columns {missing}")
     if not rows:
         raise ValueError(f"{path} has no rows")
+    check_log_rows(path, columns, rows, distances=("radius", "radius_l1"))
     kind = "certify" if "radius" in columns else "predict"
     total = len(rows)
     correct = np.array([int(r["correct"]) == 1 for r in rows])
@@ -103,6 +105,7 @@ def _curve(path) -> tuple[np.ndarray, int]:
         raise ValueError(f"{path} is not a certify log (no radius column): cannot plot certified accuracy")
     if not rows:
         raise ValueError(f"{path} has no rows")
+    check_log_rows(path, columns, rows, distances=("radius", "radius_l1"))
     radii = np.array([float(r["radius"]) for r in rows if int(r["correct"]) == 1])
     return np.sort(radii), len(rows)
 

@@ -10,8 +10,8 @@ from .base import AttackResult
 from .dual_pgd import DualProjectionPGD
 from .flow import FlowAttack
 from .frank_wolfe import FrankWolfeAttack
-from .pgd import NORMS, WassersteinPGD
+from .pgd import NORMS, PROJECTIONS, WassersteinPGD
 from .sinkhorn import local_cost, log_local_operator, projected_sinkhorn, wright_omega
 
-__all__ = ["WassersteinPGD", "FrankWolfeAttack", "DualProjectionPGD", "FlowAttack", "AttackResult", "NORMS", "projected_sinkhorn", "local_cost", "wright_omega",
+__all__ = ["WassersteinPGD", "FrankWolfeAttack", "DualProjectionPGD", "FlowAttack", "AttackResult", "NORMS", "PROJECTIONS", "projected_sinkhorn", "local_cost", "wright_omega",
            "log_local_operator"]

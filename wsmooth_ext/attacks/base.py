@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..ranges import RANGES, check_grown_radius, check_soft_samples
+
 
 @dataclass
 class AttackResult:
@@ -76,14 +78,17 @@ class TargetAttack:
         self.success_test = success_test
 
     def _init_schedule(self, eps0, eps_factor, eps_every, max_iter):
-        self.eps0 = _positive("eps0", eps0)
-        self.eps_factor = _positive("eps_factor", eps_factor, minimum_exclusive=0.0)
-        if self.eps_factor < 1:
-            raise ValueError(f"eps_factor must be >= 1 (the ball grows), got {eps_factor!r}")
+        # the stated ranges of the CLI options (wsmooth_ext.ranges): a radius the float32 iterates can hold
+        self.eps0 = RANGES["eps0"].check(eps0, "eps0")
+        self.eps_factor = RANGES["eps_factor"].check(eps_factor, "eps_factor")
         self.eps_every = _positive("eps_every", eps_every, integer=True)
         if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
             raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
         self.max_iter = int(max_iter)
+        check_grown_radius(self.eps0, self.eps_factor, self.max_iter, self.eps_every,
+                           ("eps0", "eps_factor", "max_iter", "eps_every"))
+        if self.smoothed:
+            check_soft_samples(self.max_iter, self.n_grad, ("max_iter", "n_grad"))
 
     def predict(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Hard prediction [N] (int64, on x's device): base argmax, or the smoothed prediction (−1 abstain)."""
@@ -98,17 +103,29 @@ class TargetAttack:
                 return torch.as_tensor(pred, dtype=torch.int64).to(x.device)
             return self.model(x).argmax(dim=1)
 
-    def loss_gradient(self, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """∇ₓ of the cross-entropy of the (soft smoothed) classifier, per example (summed loss)."""
+    def loss_gradient(self, x: torch.Tensor, y: torch.Tensor, keys: torch.Tensor, step: int | None = None
+                      ) -> torch.Tensor:
+        """∇ₓ of the cross-entropy of the (soft smoothed) classifier, per example (summed loss).
+
+        ``step``: the iteration, which selects the gradient's noise samples (``Smooth.soft_forward``), so an
+        example's gradients depend only on (seed, its key, the iteration): never on its batch or a resume.
+        """
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             if self.smoothed:
-                probs = self.model.soft_forward(x, self.n_grad, keys=keys.cpu())
+                probs = self.model.soft_forward(x, self.n_grad, keys=keys.cpu(), step=step)
                 loss = F.nll_loss(torch.log(probs.clamp_min(1e-30)), y, reduction="sum")
             else:
                 loss = F.cross_entropy(self.model(x), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
         return grad
+
+    def _num_classes(self, x: torch.Tensor) -> int:
+        """The classes of the target: a Smooth's num_classes, or the width of a plain classifier's logits."""
+        if self.smoothed:
+            return int(self.model.num_classes)
+        with torch.no_grad():
+            return int(self.model(x[:1]).shape[-1])
 
     def _check_batch(self, x, y, keys):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
@@ -120,9 +137,16 @@ class TargetAttack:
         if empty.numel():
             raise ValueError(f"images {empty.tolist()[:5]} of x are all zero: an image without mass is not a "
                              "distribution and has no Wasserstein ball")
-        y = torch.as_tensor(y).to(device=x.device, dtype=torch.int64).reshape(-1)
+        y = torch.as_tensor(y)
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"y must hold integer class labels, got {y.dtype}")
+        y = y.to(device=x.device, dtype=torch.int64).reshape(-1)
         if y.numel() != x.shape[0]:
             raise ValueError(f"y must hold one label per image ({x.shape[0]}), got {y.numel()}")
+        classes = self._num_classes(x) if y.numel() else 0
+        if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < classes:
+            raise ValueError(f"y must hold labels in [0, {classes}) (the classifier's classes), got "
+                             f"[{int(y.min())}, {int(y.max())}]")
         if keys is None:
             keys = torch.arange(x.shape[0], dtype=torch.int64)
         keys = torch.as_tensor(keys).reshape(-1)
@@ -164,7 +188,7 @@ class StateAttack(TargetAttack):
                 break
             xa, ya, ka = x[active], y[active], keys[active]
             sa = {name: v[active] for name, v in state.items()}
-            grad = self.loss_gradient(adv[active], ya, ka)
+            grad = self.loss_gradient(adv[active], ya, ka, step=t)
             with torch.no_grad():
                 sa = self.update(xa, sa, grad, eps[active], since[active])
                 for name, v in sa.items():
@@ -199,8 +223,9 @@ class StateAttack(TargetAttack):
         x, y, keys = self._check_batch(x, y, keys)
         bsz = x.shape[0]
         eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1).expand(bsz).clone()
-        if not bool((eps > 0).all()) or not bool(torch.isfinite(eps).all()):
-            raise ValueError(f"eps must be a positive finite number or one per image, got {eps.tolist()[:5]}")
+        if not bool((eps > 0).all()) or not bool((eps <= RANGES["eps"].high).all()):
+            raise ValueError(f"eps must be a positive finite number <= {RANGES['eps'].high:g} (float32 arithmetic), "
+                             f"or one such per image, got {eps.tolist()[:5]}")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         state = self.init_state(x)

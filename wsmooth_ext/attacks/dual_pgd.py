@@ -109,7 +109,7 @@ class DualProjectionPGD(StateAttack):
         self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.cost = window_cost(kernel_size, ground, dtype=torch.float64)  # validates both
-        self.kernel_size, self.ground = kernel_size, ground
+        self.kernel_size, self.ground = int(kernel_size), ground
         self.step = _positive("step", step)
 
     def init_state(self, x):

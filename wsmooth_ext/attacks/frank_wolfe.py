@@ -28,6 +28,7 @@ capping are kept in float64, so the returned image, rounded to the input's dtype
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ GROUNDS = ("l2", "l1")
 
 def window_cost(kernel_size: int, ground: str = "l2", *, dtype=torch.float32, device=None) -> torch.Tensor:
     """Cost per offset [k²] in unfold order (o = a·k + b ↔ offset (a − c, b − c)): ‖o‖₂ or ‖o‖₁."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
     if ground not in GROUNDS:
         raise ValueError(f"ground must be one of {GROUNDS}, got {ground!r}")
@@ -218,11 +219,11 @@ class FrankWolfeAttack(StateAttack):
         self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.cost = window_cost(kernel_size, ground, dtype=torch.float64)  # validates both
-        self.kernel_size, self.ground = kernel_size, ground
+        self.kernel_size, self.ground = int(kernel_size), ground
         self.gamma = _positive("gamma", gamma)
-        if isinstance(capacity_rounds, bool) or not isinstance(capacity_rounds, int) or capacity_rounds < 0:
+        if isinstance(capacity_rounds, bool) or not isinstance(capacity_rounds, numbers.Integral) or capacity_rounds < 0:
             raise ValueError(f"capacity_rounds must be an integer >= 0, got {capacity_rounds!r}")
-        self.capacity_rounds = capacity_rounds
+        self.capacity_rounds = int(capacity_rounds)
 
     def init_state(self, x):
         # the iterate lives in float64: its column sums must stay ≤ 1 after rounding to x's dtype

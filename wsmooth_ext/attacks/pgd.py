@@ -6,8 +6,8 @@ classifiers (:class:`wsmooth_ext.Smooth`): then gradients come from the soft smo
 (at most n samples, binomial test at α; abstaining counts as fooled, as in the paper §6.2).
 
 The recorded radius is the *nominal* ε of the entropic ball in force when an example first flips. That
-projection is approximate and clamping to [0, 1] changes mass, so report the exact W1 of the returned
-examples too (:func:`wsmooth_ext.wasserstein_distance`; ``wsmooth attack`` logs it as ``w1``).
+projection is approximate (and the published variant's clamp to [0, 1] changes mass), so report the exact W1
+of the returned examples too (:func:`wsmooth_ext.wasserstein_distance`; ``wsmooth attack`` logs it as ``w1``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ import torch
 from .base import StateAttack, _positive
 from .sinkhorn import local_cost, log_local_operator, projected_sinkhorn
 
-__all__ = ["WassersteinPGD", "NORMS"]
+__all__ = ["WassersteinPGD", "NORMS", "PROJECTIONS"]
 
 NORMS = ("linf", "l2")
+# box: onto the intersection of the ball, mass preservation and the [0, 1] box (Hu, Swaminathan, Salman & Yang
+# 2020), so examples stay in the threat model; clamp: the published attack (Wong et al. 2019), project onto the
+# ball, then clamp to [0, 1], which changes the mass
+PROJECTIONS = ("box", "clamp")
 
 
 class WassersteinPGD(StateAttack):
@@ -42,17 +46,20 @@ class WassersteinPGD(StateAttack):
             ``predict``); see :mod:`.base`.
         sinkhorn_iter, sinkhorn_tol: the projection's iteration limit and its stopping tolerance (relative
             mass error of the projected image; its transport cost must also be ≤ ε(1 + 1e-3)).
+        projection: "box" (default: onto the intersection of the ball, the clean image's mass and pixels
+            ≤ 1, Hu et al. 2020; mass kept to ``sinkhorn_tol``) or "clamp" (the published attack: project
+            onto the ball, then clamp to [0, 1], which changes the mass).
     """
 
     def __init__(self, model_or_callable, p: float = 1, kernel_size: int = 5, reg: float = 1000,
                  eps0: float = 0.3, eps_factor: float = 1.1, eps_every: int = 10, max_iter: int = 200,
                  step: float = 0.1, norm: str = "linf", *, n_grad: int = 128, n_test: int = 10000,
                  alpha: float = 0.05, batch_size: int = 1000, sinkhorn_iter: int = 400,
-                 sinkhorn_tol: float = 1e-4, success_test: str = "sequential"):
+                 sinkhorn_tol: float = 1e-4, success_test: str = "sequential", projection: str = "box"):
         self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
         self.p = _positive("p", p)
         self.cost = local_cost(kernel_size, self.p, dtype=torch.float64)  # validates kernel_size
-        self.kernel_size = kernel_size
+        self.kernel_size = int(kernel_size)
         self.reg = _positive("reg", reg)
         self._init_schedule(eps0, eps_factor, eps_every, max_iter)
         self.step = _positive("step", step)
@@ -60,6 +67,9 @@ class WassersteinPGD(StateAttack):
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
         self.sinkhorn_iter = _positive("sinkhorn_iter", sinkhorn_iter, integer=True)
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        self.projection = projection
         self.sinkhorn_tol = float(sinkhorn_tol)
         if not 0 <= self.sinkhorn_tol < 1:
             raise ValueError(f"sinkhorn_tol must be in [0, 1), got {sinkhorn_tol!r}")
@@ -72,11 +82,14 @@ class WassersteinPGD(StateAttack):
         return x + self.step * grad / norms.view(-1, *([1] * (grad.dim() - 1)))
 
     def project(self, clean: torch.Tensor, candidate: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Entropic projection of ``candidate`` onto the ε-ball around ``clean`` (both pixels), then clamp."""
+        """Entropic projection of ``candidate`` onto the ε-ball around ``clean`` (both pixels): with
+        ``projection="box"`` intersected with pixels ≤ 1 (the clamp then only removes rounding), with
+        ``"clamp"`` clamped to [0, 1] afterwards."""
         mass = clean.sum(dim=(1, 2, 3), keepdim=True)
+        upper = 1.0 / mass if self.projection == "box" else None  # pixel ≤ 1 ⟺ Z ≤ 1/s
         z = projected_sinkhorn(clean / mass, candidate / mass, eps, self.reg,
                                self.cost.to(dtype=clean.dtype, device=clean.device),
-                               max_iter=self.sinkhorn_iter, tol=self.sinkhorn_tol)
+                               max_iter=self.sinkhorn_iter, tol=self.sinkhorn_tol, upper=upper)
         return (z * mass).clamp(0.0, 1.0)
 
     # ------------------------------------------------------------------------------------------ iterate

@@ -24,6 +24,7 @@ stopping rule: it only says the ascent is slow.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,9 @@ import torch.nn.functional as F
 
 def local_cost(kernel_size: int, p: float = 1.0, *, dtype=torch.float32, device=None) -> torch.Tensor:
     """Cost kernel [k, k]: C[a, b] = ((a − c)² + (b − c)²)^{p/2} with c = k // 2 (k odd)."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
-    if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+    if not isinstance(p, numbers.Real) or not math.isfinite(p) or p <= 0:
         raise ValueError(f"p must be a finite number > 0, got {p!r}")
     offsets = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
     dist2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
@@ -106,11 +107,19 @@ def _local_sum_conv(v: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     bsz, chans, h, w = v.shape
     n_ker, k = kernels.shape[1], kernels.shape[-1]
     weight = kernels[:, None].expand(bsz, chans, n_ker, k, k).reshape(bsz * chans * n_ker, 1, k, k)
-    cudnn = torch.backends.cudnn
-    # TF32 convolutions (cuDNN's default for float32) keep ~10 mantissa bits: too coarse for Sinkhorn
-    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                     allow_tf32=False):
-        out = F.conv2d(v.reshape(1, bsz * chans, h, w), weight, padding=k // 2, groups=bsz * chans)
+    cudnn, mkldnn = torch.backends.cudnn, torch.backends.mkldnn
+    # TF32 convolutions (cuDNN's default for float32) keep ~10 mantissa bits: too coarse for Sinkhorn. oneDNN
+    # (and cuDNN) choose their algorithm by the number of groups, i.e. by how many examples share the batch, so
+    # an example's projection would change in its last bits with its batch: a resumed or re-batched attack would
+    # differ from the uninterrupted one. PyTorch's own grouped convolution computes every group alike.
+    mkldnn_before = mkldnn.enabled
+    mkldnn.enabled = False
+    try:
+        with cudnn.flags(enabled=False, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            out = F.conv2d(v.reshape(1, bsz * chans, h, w), weight, padding=k // 2, groups=bsz * chans)
+    finally:
+        mkldnn.enabled = mkldnn_before
     return out.reshape(bsz, chans, n_ker, h, w).transpose(1, 2)
 
 
@@ -128,6 +137,20 @@ def _exact_log_local(log_v, log_kernels, mask):
     return torch.logsumexp(values, dim=1)
 
 
+def _check_upper(upper, X):
+    """The cap on Z as a tensor broadcastable to X (None: no cap); every cap must admit X itself."""
+    if upper is None:
+        return None
+    upper = torch.as_tensor(upper, dtype=X.dtype, device=X.device)
+    try:
+        torch.broadcast_shapes(upper.shape, X.shape)
+    except RuntimeError:
+        raise ValueError(f"upper must broadcast to X's shape {tuple(X.shape)}, got {tuple(upper.shape)}") from None
+    if bool(torch.isnan(upper).any()) or bool((upper < X).any()):
+        raise ValueError("upper must be >= X everywhere (the clean image must lie in the box)")
+    return upper
+
+
 def _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_tol=0.0):
     for name, t in (("X", X), ("Y", Y)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4 or not t.is_floating_point():
@@ -143,26 +166,32 @@ def _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_
     if eps.numel() != X.shape[0] or not bool((eps > 0).all()) or not bool(torch.isfinite(eps).all()):
         raise ValueError(f"epsilon must be a positive finite number or one per example ({X.shape[0]}), "
                          f"got {epsilon!r}")
-    if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam <= 0:
+    if not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam <= 0:
         raise ValueError(f"lam (the regularization λ) must be a finite number > 0, got {lam!r}")
     if (not isinstance(cost_kernel, torch.Tensor) or cost_kernel.dim() != 2
             or cost_kernel.shape[0] != cost_kernel.shape[1] or cost_kernel.shape[0] % 2 == 0):
         raise ValueError("cost_kernel must be a square [k, k] tensor with k odd (see local_cost)")
     if not torch.equal(cost_kernel, cost_kernel.flip(0, 1)) or bool((cost_kernel < 0).any()):
         raise ValueError("cost_kernel must be non-negative and symmetric under o -> -o")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < 1:
         raise ValueError(f"tol (relative mass error) must be a number in [0, 1), got {tol!r}")
-    if isinstance(cost_tol, bool) or not isinstance(cost_tol, (int, float)) or not 0 <= cost_tol < math.inf:
+    if isinstance(cost_tol, bool) or not isinstance(cost_tol, numbers.Real) or not 0 <= cost_tol < math.inf:
         raise ValueError(f"cost_tol must be a finite number >= 0, got {cost_tol!r}")
     return eps
 
 
 def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, cost_kernel: torch.Tensor,
-                       max_iter: int = 400, tol: float = 1e-4, *, cost_tol: float = 1e-3,
+                       max_iter: int = 400, tol: float = 1e-4, *, cost_tol: float = 1e-3, upper=None,
                        return_info: bool = False):
-    """Entropic projection of Y onto the local Wasserstein ball of radius ε around X (batched).
+    """Entropic projection of Y onto the local Wasserstein ball of radius ε around X (batched), optionally
+    intersected with the box Z ≤ ``upper`` (Hu, Swaminathan, Salman & Yang 2020).
+
+    The box enters the dual as one more variable κ ≥ 0 per target pixel (Z = Y + (β − κ)/λ): for the current
+    α, the unconstrained column update Z* = W₀(λ e^{λY} (K∗e^{−α}))/λ is kept where Z* ≤ upper; elsewhere
+    the column is held at the cap, Z = upper, by β = log(K∗e^{−α}) − log upper (and κ = β − λ(upper − Y) ≥ 0).
+    The mass of Z still converges to Σ X, so an image projected with upper = 1/s needs no clamp afterwards.
 
     Args:
         X: clean images [B, C, H, W], non-negative (mass-normalized by the caller: Σ X = 1 per example).
@@ -171,6 +200,7 @@ def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, co
         lam: regularization λ (the paper: 1000 on MNIST, 3000 on CIFAR-10); larger = closer to the exact
             Euclidean projection.
         cost_kernel: [k, k] local cost (``local_cost(k, p)``), k odd.
+        upper: None (no box), or a cap on Z broadcastable to X ([B, 1, 1, 1]: 1/s for pixels ≤ 1), ≥ X.
         max_iter: iteration limit per example.
         tol, cost_tol: stop an example once the plan whose column sums are Z has relative mass error
             |Σ Z − Σ X| / Σ X ≤ tol and transport cost ⟨Π, C⟩ ≤ ε·(1 + cost_tol).
@@ -181,6 +211,10 @@ def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, co
         Z [B, C, H, W] ≥ 0, the column marginal of the regularized plan (Z = Y + β/λ).
     """
     eps = _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_tol)
+    upper = _check_upper(upper, X)
+    if upper is not None:
+        upper = upper.expand_as(X)
+        log_upper = torch.log(upper)
     bsz = X.shape[0]
     dtype, device = X.dtype, X.device
     cost = cost_kernel.to(dtype=dtype, device=device)
@@ -217,6 +251,11 @@ def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, co
         omega = wright_omega(math.log(lam) + lam * y_a + log_ka)
         z_a = omega / lam
         beta_a = omega - lam * y_a
+        if upper is not None:  # columns above the box are held at the cap (κ > 0 there)
+            u_a = upper[active]
+            capped = z_a > u_a
+            z_a = torch.where(capped, u_a, z_a)
+            beta_a = torch.where(capped, log_ka - log_upper[active], beta_a)
         # 3. Newton step on ψ for the constraint ⟨Π, C⟩ = ε, with backtracking to keep ψ ≥ 0
         moments = log_local_operator(-beta_a, torch.stack((log_cost + lk_a, 2 * log_cost + lk_a), dim=1))
         first = torch.exp(na[:, None] + moments).sum(dim=(2, 3, 4))

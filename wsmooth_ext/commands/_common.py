@@ -48,25 +48,33 @@ def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_help: 
     parser.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
 
 
+def add_image_selection(parser) -> None:
+    """--skip and --max-images: which images of the split (certify, predict, attack)."""
+    from ..ranges import ranged
+
+    parser.add_argument("--skip", default=1, **ranged(parser, "skip", "use every skip-th image (default 1)"))
+    parser.add_argument("--max-images", "--max", dest="max", default=None, metavar="M",
+                        **ranged(parser, "max", "at most M images (default all)"))
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by certify and predict."""
     from ..noises import NOISES, help_text
+    from ..ranges import ranged
 
     add_model_and_data_arguments(parser, "dataset to evaluate on")
     parser.add_argument("--noise", default=None, choices=NOISES,
                         help=f"smoothing noise (default: the checkpoint's training noise): {help_text()}")
-    parser.add_argument("--sigma", type=float, default=None,
-                        help="noise std per flow edge (or per pixel), mass-normalized units "
-                             "(default: the checkpoint's)")
-    parser.add_argument("--alpha", type=float, default=0.05,
-                        help="failure probability of each result, in (0, 1) (default 0.05)")
-    parser.add_argument("--batch", type=int, default=None,
-                        help="noisy images per forward pass (default: automatic, min(1000, 64 MiB / bytes of one "
-                             "float32 image) on CPU, min(10000, 1 GiB / bytes of one image) on CUDA)")
-    parser.add_argument("--skip", type=int, default=1, help="use every skip-th image (default 1)")
-    parser.add_argument("--max-images", "--max", dest="max", type=int, default=None, metavar="M",
-                        help="at most M images (default all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    parser.add_argument("--sigma", default=None,
+                        **ranged(parser, "sigma", "noise std per flow edge (or per pixel), mass-normalized units "
+                                          "(default: the checkpoint's)"))
+    parser.add_argument("--alpha", default=0.05, **ranged(parser, "alpha", "failure probability of each result (default 0.05)"))
+    parser.add_argument("--batch", default=None,
+                        **ranged(parser, "batch", "noisy images per forward pass (default: automatic, min(1000, 64 MiB / "
+                                          "bytes of one float32 image) on CPU, min(10000, 1 GiB / bytes of one "
+                                          "image) on CUDA); with the image size at most 2**31 pixel values"))
+    add_image_selection(parser)
+    parser.add_argument("--seed", default=0, **ranged(parser, "seed", "seed of the noise (default 0)"))
     parser.add_argument("--out", required=True, metavar="FILE.tsv", help="log to write (tab-separated)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted --out log")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -135,9 +143,20 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     from ..runs.logfile import check_new_output
     from ..smooth import Smooth, check_vote_budget
 
+    from ..ranges import check_options
+
+    check_options(args)  # every value in its stated range, named as typed
     check_positive(args, "n", "n0", "batch", "skip", "max")
     check_smoothing_options(args)
     check_vote_budget("--n0 + --samples" if args.n0 is not None else "--samples", args.n + (args.n0 or 0))
+    if args.batch is not None:
+        from ..data import DATASETS
+        from ..ranges import check_values_at_once
+
+        try:
+            check_values_at_once(args.batch, DATASETS[args.dataset].input_shape, "--batch")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     check_new_output(args.out, args.resume)
     device = resolve_device(args.device)
 

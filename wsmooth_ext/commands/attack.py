@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 HELP = ("Wasserstein adversarial attack (projected-Sinkhorn PGD, Frank-Wolfe or flow-space PGD) on a model or its "
@@ -14,7 +13,9 @@ METHODS = ("sinkhorn", "frank-wolfe", "pgd-dual", "flow")
 EPILOG = """\
 Projected-Sinkhorn PGD (Wong et al. 2019) as in Levine & Feizi §6.2: sign (or L2) gradient steps in pixel
 space, entropic projection onto the Wasserstein ball of radius eps around the clean image (local k x k
-transport within each channel, cost |offset|^p, images divided by the clean image's mass), clamp to [0, 1];
+transport within each channel, cost |offset|^p, images divided by the clean image's mass), by default
+intersected with pixels <= 1 so the mass is kept (--projection box; --projection clamp: the published clamp to
+[0, 1] after the projection, which changes the mass);
 eps starts at --eps0 and is multiplied by --eps-factor every --eps-every iterations for the images not yet
 fooled. Defaults are the paper's MNIST settings; CIFAR-10: --reg 3000 --eps0 0.001 --eps-factor 1.17
 --max-iter 400.
@@ -28,7 +29,7 @@ feasible at every iterate. --method flow: PGD over the flow plan
 delta with |delta|_1 <= eps (steps of --flow-step * eps, exact L1-ball projection, per-edge limits keep pixels
 in [0, 1]); its examples satisfy W1 (L1 ground) <= eps (Lemma 1). --eps E: fixed radius E for any method
 (radius = E when fooled); without it eps grows from --eps0 as above (frank-wolfe and flow restart their step
-schedule at each growth). --p, --reg, --norm and --sinkhorn-* apply to sinkhorn only; --step to sinkhorn and
+schedule at each growth). --p, --reg, --norm, --projection and --sinkhorn-* apply to sinkhorn only; --step to sinkhorn and
 pgd-dual; --ground to frank-wolfe and pgd-dual.
 
 --smoothed attacks the smoothed classifier: gradients of the mean softmax over --n-grad fresh noise samples,
@@ -46,7 +47,9 @@ w1 / w1_l1: exact Wasserstein-1 distance (L2 / L1 ground metric, linear program)
 the adversarial image, each divided by its own mass (inf if never fooled); time: attack seconds per image.
 Multi-channel images: transport stays within a channel; if clamping changed the channels' shares of the
 mass (channel_gap > 0), w1 is computed after restoring each channel's share (outside the threat model).
---save-adv writes {"clean", "adv", "idx"} tensors with rows aligned to the log. --certified-log compares
+--save-adv writes {"clean", "adv", "idx"} tensors with rows aligned to the log (its folder is created).
+--resume continues a log only with the same settings, the same --save-adv use, and an image selection whose
+first images are the logged ones (a larger --max-images extends a log; another --skip is refused). --certified-log compares
 with a certify log of the same model: verified adversarial examples within the certified radius.
 
 example:  wsmooth attack model.pt --dataset mnist5k --max-images 100 --out attack.tsv --save-adv adv.pt
@@ -54,56 +57,78 @@ example:  wsmooth attack model.pt --dataset mnist5k --max-images 100 --out attac
 
 
 
+# The smoothed-classifier options and their defaults: given without --smoothed they would be ignored, so
+# they default to None (refused without --smoothed) and take these values with it.
+SMOOTHED_DEFAULTS = {"n_grad": 128, "n_test": 10000, "alpha": 0.05, "success_test": "sequential", "batch": 1000,
+                     "seed": 0}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..attacks import NORMS
+    from ..attacks import NORMS, PROJECTIONS
     from ..noises import NOISES
-    from ._common import add_model_and_data_arguments
+    from ..ranges import ranged
+    from ._common import add_image_selection, add_model_and_data_arguments
 
     parser.epilog = EPILOG
     add_model_and_data_arguments(parser, "dataset to attack")
-    parser.add_argument("--skip", type=int, default=1, help="use every skip-th image (default 1)")
-    parser.add_argument("--max-images", "--max", dest="max", type=int, default=None, metavar="M",
-                        help="at most M images (default all)")
-    g = parser.add_argument_group("smoothed classifier")
+    add_image_selection(parser)
+    g = parser.add_argument_group("smoothed classifier (only with --smoothed)")
     g.add_argument("--smoothed", action="store_true", help="attack the smoothed classifier instead of the model")
     g.add_argument("--noise", default=None, choices=NOISES, help="smoothing noise (default: the checkpoint's)")
-    g.add_argument("--sigma", type=float, default=None,
-                   help="noise std per flow edge (or pixel), mass-normalized units (default: the checkpoint's)")
-    g.add_argument("--n-grad", type=int, default=128, help="noise samples per gradient (default 128)")
-    g.add_argument("--n-test", type=int, default=10000, help="noise samples per success test (default 10000)")
-    g.add_argument("--alpha", type=float, default=0.05, help="binomial-test level of the success test (default 0.05)")
-    g.add_argument("--success-test", default="sequential", choices=("sequential", "fixed"),
+    g.add_argument("--sigma", default=None,
+                   **ranged(parser, "sigma", "noise std per flow edge (or pixel), mass-normalized units (default: the "
+                                     "checkpoint's)"))
+    g.add_argument("--n-grad", default=None,
+                   **ranged(parser, "n_grad", "noise samples per gradient (default 128); with --attack-batch at most 2**31 "
+                                      "pixel values at once"))
+    g.add_argument("--n-test", default=None,
+                   **ranged(parser, "n_test", "noise samples per success test (default 10000), at least enough to predict at "
+                                      "--alpha"))
+    g.add_argument("--alpha", default=None, **ranged(parser, "alpha", "binomial-test level of the success test (default 0.05)"))
+    g.add_argument("--success-test", default=None, choices=("sequential", "fixed"),
                    help="sequential: stop counting votes at the first of the looks after 1%%, 3%%, 10%%, 30%%, 100%% of "
                         "--n-test that decides (level alpha overall; default); fixed: all --n-test votes")
-    g.add_argument("--batch", type=int, default=1000, help="noisy images per forward pass (default 1000)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    g.add_argument("--batch", default=None,
+                   **ranged(parser, "batch", "noisy images per forward pass of the success test (default 1000); with the "
+                                     "image size at most 2**31 pixel values"))
+    g.add_argument("--seed", default=None, **ranged(parser, "seed", "seed of the noise (default 0)"))
     a = parser.add_argument_group("attack")
     a.add_argument("--method", default="sinkhorn", choices=METHODS,
                    help="sinkhorn: projected-Sinkhorn PGD (default); frank-wolfe; pgd-dual: PGD with dual "
                         "projection on couplings; flow: PGD over flows")
-    a.add_argument("--eps", type=float, default=None,
-                   help="fixed radius (mass-normalized units); default: grow from --eps0")
+    a.add_argument("--eps", default=None,
+                   **ranged(parser, "eps", "fixed radius (mass-normalized units); default: grow from --eps0"))
     a.add_argument("--ground", default="l2", choices=("l2", "l1"),
                    help="frank-wolfe, pgd-dual: transport cost |offset|_2 (default) or |offset|_1")
-    a.add_argument("--gamma", type=float, default=0.03,
-                   help="frank-wolfe: entropy weight of the LMO, units of the normalized gradient (default 0.03)")
-    a.add_argument("--flow-step", type=float, default=0.05,
-                   help="flow: gradient step as a fraction of eps (default 0.05)")
-    a.add_argument("--p", type=float, default=1.0, help="transport cost |offset|^p in pixels (default 1: W1)")
-    a.add_argument("--kernel-size", type=int, default=5, help="side k of the local transport window, odd (default 5)")
-    a.add_argument("--reg", type=float, default=1000.0, help="entropic regularization lambda (default 1000)")
-    a.add_argument("--eps0", type=float, default=0.3, help="initial radius, mass-normalized units (default 0.3)")
-    a.add_argument("--eps-factor", type=float, default=1.1, help="radius growth factor (default 1.1)")
-    a.add_argument("--eps-every", type=int, default=10, help="grow the radius every this many iterations (default 10)")
-    a.add_argument("--max-iter", type=int, default=200, help="PGD iterations (default 200)")
-    a.add_argument("--step", type=float, default=0.1, help="step size in pixel units (sinkhorn) or pixel-mass units per coupling entry (pgd-dual) "
-                        "(default 0.1)")
+    a.add_argument("--gamma", default=0.03,
+                   **ranged(parser, "gamma", "frank-wolfe: entropy weight of the LMO, units of the normalized gradient "
+                                     "(default 0.03)"))
+    a.add_argument("--flow-step", default=0.05,
+                   **ranged(parser, "flow_step", "flow: gradient step as a fraction of eps (default 0.05)"))
+    a.add_argument("--p", default=1.0, **ranged(parser, "p", "transport cost |offset|^p in pixels (default 1: W1)"))
+    a.add_argument("--kernel-size", default=5, **ranged(parser, "kernel_size", "side k of the local transport window (default 5)"))
+    a.add_argument("--reg", default=1000.0, **ranged(parser, "reg", "entropic regularization lambda (default 1000)"))
+    a.add_argument("--eps0", default=0.3, **ranged(parser, "eps0", "initial radius, mass-normalized units (default 0.3)"))
+    a.add_argument("--eps-factor", default=1.1,
+                   **ranged(parser, "eps_factor", "radius growth factor (default 1.1); --eps0 x factor ** (--max-iter // "
+                                          "--eps-every) at most 1e30"))
+    a.add_argument("--eps-every", default=10,
+                   **ranged(parser, "eps_every", "grow the radius every this many iterations (default 10)"))
+    a.add_argument("--max-iter", default=200, **ranged(parser, "max_iter", "PGD iterations (default 200)"))
+    a.add_argument("--step", default=0.1,
+                   **ranged(parser, "step", "step size in pixel units (sinkhorn) or pixel-mass units per coupling entry "
+                                    "(pgd-dual) (default 0.1)"))
     a.add_argument("--norm", default="linf", choices=NORMS, help="linf: sign steps (default); l2: normalized gradient")
-    a.add_argument("--sinkhorn-iter", type=int, default=400, help="projection iterations at most (default 400)")
-    a.add_argument("--sinkhorn-tol", type=float, default=1e-4,
-                   help="projection stops once |mass(Z)/mass(X) - 1| <= this and its transport cost <= "
-                        "eps*(1+1e-3) (default 1e-4)")
-    a.add_argument("--attack-batch", type=int, default=100, help="images attacked together (default 100)")
+    a.add_argument("--projection", default="box", choices=PROJECTIONS,
+                   help="sinkhorn: box (default) projects onto the intersection of the ball, the clean image's mass "
+                        "and pixels <= 1 (Hu et al. 2020), so examples keep their mass; clamp is the published "
+                        "attack (Wong et al. 2019): project onto the ball, then clamp to [0, 1], changing the mass")
+    a.add_argument("--sinkhorn-iter", default=400,
+                   **ranged(parser, "sinkhorn_iter", "projection iterations at most (default 400)"))
+    a.add_argument("--sinkhorn-tol", default=1e-4,
+                   **ranged(parser, "sinkhorn_tol", "projection stops once |mass(Z)/mass(X) - 1| <= this and its transport "
+                                            "cost <= eps*(1+1e-3) (default 1e-4)"))
+    a.add_argument("--attack-batch", default=100, **ranged(parser, "attack_batch", "images attacked together (default 100)"))
     parser.add_argument("--out", required=True, metavar="FILE.tsv", help="log to write (tab-separated)")
     parser.add_argument("--save-adv", default=None, metavar="FILE.pt", help="also save clean and adversarial images")
     parser.add_argument("--certified-log", default=None, metavar="FILE.tsv",
@@ -113,31 +138,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _check_numbers(args) -> None:
-    from ..cli import UserError
-    from ..noises import VOTE_SAMPLES
-    from ._common import check_smoothing_options
+def _option(name: str) -> str:
+    return "--" + ("max-images" if name == "max" else name.replace("_", "-"))
 
-    for name in ("skip", "max", "n_grad", "n_test", "batch", "eps_every", "sinkhorn_iter", "attack_batch",
-                 "kernel_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.max_iter < 0:
-        raise UserError(f"--max-iter must be >= 0, got {args.max_iter}")
-    if args.kernel_size % 2 == 0:
-        raise UserError(f"--kernel-size must be odd, got {args.kernel_size}")
-    for name in ("p", "reg", "eps0", "step", "gamma", "flow_step") + (("eps",) if args.eps is not None else ()):
-        value = getattr(args, name)
-        if not (value > 0 and math.isfinite(value)):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
-    if not 0 < args.sinkhorn_tol < 1:
-        raise UserError(f"--sinkhorn-tol must be in (0, 1), got {args.sinkhorn_tol}")
-    if not (args.eps_factor >= 1 and math.isfinite(args.eps_factor)):
-        raise UserError(f"--eps-factor must be >= 1, got {args.eps_factor}")
-    check_smoothing_options(args)
-    if args.n_test > len(VOTE_SAMPLES):
-        raise UserError(f"--n-test must be <= 2**31, got {args.n_test}")
+
+def _check_numbers(args) -> None:
+    """What argparse's range checks (wsmooth_ext.ranges) cannot see alone: options that apply only with
+    --smoothed, the radius the schedule can grow to, memory, and a success test that can ever succeed."""
+    from .. import statistics
+    from ..cli import UserError
+    from ..data import DATASETS
+    from ..ranges import check_grown_radius, check_options, check_soft_samples, check_values_at_once
+
+    check_options(args)  # every value in its stated range, named as typed
+    given = [name for name in SMOOTHED_DEFAULTS if getattr(args, name) is not None]
+    if not args.smoothed and (given or args.noise is not None or args.sigma is not None):
+        names = [_option(n) for n in given] + [o for o, v in (("--noise", args.noise), ("--sigma", args.sigma))
+                                                if v is not None]
+        raise UserError(f"{', '.join(names)} apply to --smoothed attacks only")
+    for name, default in SMOOTHED_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    try:
+        if args.eps is None:
+            check_grown_radius(args.eps0, args.eps_factor, args.max_iter, args.eps_every)
+        shape = DATASETS[args.dataset].input_shape
+        if args.smoothed:
+            check_soft_samples(args.max_iter, args.n_grad)
+            check_values_at_once(args.attack_batch * args.n_grad, shape, "--attack-batch x --n-grad")
+            check_values_at_once(args.batch, shape, "--batch")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.smoothed:
+        last_level = statistics.sequential_looks(args.n_test, args.alpha)[-1][1] if args.success_test == "sequential" \
+            else args.alpha
+        needed = statistics.min_samples_to_predict(last_level)
+        if args.n_test < needed:
+            raise UserError(f"--n-test {args.n_test} is too small for a success test at --alpha {args.alpha:g}: "
+                            f"the smoothed prediction would always abstain (need at least {needed})")
 
 
 def _load_target(args, device):
@@ -168,8 +206,6 @@ def _load_target(args, device):
         if meta.get("noise") not in (None, "none") and (meta.get("noise"), meta.get("sigma")) != (noise, sigma):
             notes.append(f"note: the checkpoint was trained with noise {meta.get('noise')} sigma "
                          f"{meta.get('sigma')}; smoothed with {noise} sigma {sigma}")
-    elif args.noise is not None or args.sigma is not None:
-        raise UserError("--noise and --sigma apply to --smoothed attacks only")
     if meta.get("dataset") not in (None, args.dataset):
         notes.append(f"note: the checkpoint was trained on {meta['dataset']}, attacked on {args.dataset}")
     from ..adversarial import describe_adversarial
@@ -196,7 +232,8 @@ def build_attack(args, target):
     if args.method == "flow":
         return FlowAttack(target, eps=eps0, step=args.flow_step, **common)
     return WassersteinPGD(target, p=args.p, kernel_size=args.kernel_size, reg=args.reg, eps0=eps0, step=args.step,
-                          norm=args.norm, sinkhorn_iter=args.sinkhorn_iter, sinkhorn_tol=args.sinkhorn_tol, **common)
+                          norm=args.norm, sinkhorn_iter=args.sinkhorn_iter, sinkhorn_tol=args.sinkhorn_tol,
+                          projection=args.projection, **common)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,9 @@ reproduction), uniform (the only one for flow-uniform).
 --noise and --sigma default to the checkpoint's metadata. Images: indices 0, skip, 2*skip, ... of the
 split, at most --max-images of them; an image's noise depends only on (--seed, its index), so runs can be split
 with --skip/--max-images or interrupted and continued with --resume without changing any row. An existing --out
-file is never overwritten: pass --resume to continue it (settings must match), or remove it.
+file is never overwritten: pass --resume to continue it (settings must match, and its rows must be the first
+images of the new --skip/--max-images selection: a larger --max-images extends a log, another selection is
+refused), or remove it.
 
 Option names avoid torchrun's own (--n and --max are aliases for direct use only), so they pass through
 torchrun with or without a "--" before the subcommand.
@@ -30,15 +32,16 @@ example:  wsmooth certify model.pt --dataset mnist5k --n0 100 --samples 1000 --m
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..certificates import CERTIFICATES
+    from ..ranges import ranged
     from ._common import add_common_arguments
 
     parser.epilog = EPILOG
     add_common_arguments(parser)
     parser.add_argument("--certificate", default=None, choices=CERTIFICATES,
                         help="certificate (default: the strongest valid one for the noise)")
-    parser.add_argument("--n0", type=int, default=1000, help="selection samples per image (default 1000)")
-    parser.add_argument("--samples", "--n", dest="n", type=int, default=10000,
-                        help="estimation samples per image (default 10000)")
+    parser.add_argument("--n0", default=1000, **ranged(parser, "n0", "selection samples per image (default 1000)"))
+    parser.add_argument("--samples", "--n", dest="n", default=10000,
+                        **ranged(parser, "n", "estimation samples per image (default 10000)"))
 
 
 def run(args: argparse.Namespace) -> int:

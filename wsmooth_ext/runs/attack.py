@@ -11,7 +11,6 @@ between the two leaves the tensor file ahead of the log; a resume drops its extr
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import pickle
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import save_torch_file
 from ..progress import progress_bar
-from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, open_log
+from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, log_for_run, read_log
 
 ATTACK_HEADER = ("idx", "label", "predict", "radius", "w1", "success", "time")
 COLUMNS_EXTRA = ("adv_predict", "w1_l1", "iterations", "mass_change", "channel_gap")
@@ -34,18 +34,11 @@ def attack_columns(settings: dict) -> tuple:
 
 
 def save_adversarial(path: Path, clean: list, adv: list, idx: list) -> None:
-    """Replace ``path`` atomically with the concatenated clean/adversarial images and their indices."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
-    try:
-        try:
-            torch.save({"clean": torch.cat(clean) if clean else torch.empty(0),
-                        "adv": torch.cat(adv) if adv else torch.empty(0),
-                        "idx": torch.tensor(idx, dtype=torch.int64)}, tmp)
-        except RuntimeError as exc:  # torch reports a failed write (a full disk) as RuntimeError
-            raise OSError(errno.EIO, f"cannot write {path}: {' '.join(str(exc).split())[:160]}") from None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Replace ``path`` atomically with the concatenated clean/adversarial images and their indices (its folder
+    is created like the log's); a failed write is an OSError naming ``path`` (checkpoint.save_torch_file)."""
+    save_torch_file({"clean": torch.cat(clean) if clean else torch.empty(0),
+                     "adv": torch.cat(adv) if adv else torch.empty(0),
+                     "idx": torch.tensor(idx, dtype=torch.int64)}, path, "--save-adv tensors")
 
 
 def load_adversarial(path: Path) -> dict:
@@ -102,43 +95,56 @@ def attack_to_log(attack, images: torch.Tensor, labels: torch.Tensor, indices: l
     """Attack ``images[i]`` for i in ``indices`` (key = i) and append one row per image to ``out``.
 
     ``settings`` (and ``identity``: what produced the run, e.g. the checkpoint's hash) are recorded in every
-    row and must match on ``resume``; the attack's success test (``success_test``, smoothed targets) is added
-    to them here, so every caller logs it. See the module docstring for ``save_adv``.
+    row and must match on ``resume``; the attack's success test (``success_test``, smoothed targets), its
+    projection (``projection``, sinkhorn) and whether tensors are saved (``adv_saved``) are added to them here,
+    so every caller logs them. See the module docstring for ``save_adv``.
     """
     if save_adv is not None and save_adv.exists() and not resume:
         raise FileExistsError(f"{save_adv} already exists; pass --resume or remove it")
-    settings = {**settings, "success_test": attack.success_test if getattr(attack, "smoothed", False) else None}
+    settings = {**settings, "success_test": attack.success_test if getattr(attack, "smoothed", False) else None,
+                "projection": getattr(attack, "projection", None), "adv_saved": save_adv is not None}
+    if resume and save_adv is None and out.exists() and out.stat().st_size:
+        _, rows = read_log(out)
+        if any(row.get("adv_saved") == 1 for row in rows):  # its tensor file could never be completed
+            raise ValueError(f"cannot resume {out}: it was written with --save-adv, so its adversarial examples "
+                             "must be saved along: pass the same --save-adv")
     columns = attack_columns(settings)
     settings = {**settings, **identity_settings(identity)}
     label_of = {i: int(labels[i]) for i in indices}
-    handle, existing = open_log(out, columns, settings, label_of, resume)
-    with handle:
-        clean_saved, adv_saved, idx_saved = [], [], []
-        if save_adv is not None and existing:
-            clean_saved, adv_saved, idx_saved = _resumed_tensors(save_adv, existing, out)
-        done = {row["idx"] for row in existing}
-        todo = [i for i in indices if i not in done]
-        with progress_bar(total=len(indices), desc="attack", enabled=progress, unit="img") as bar:
-            bar.update(len(indices) - len(todo))
-            for start in range(0, len(todo), attack_batch):
-                chunk = todo[start:start + attack_batch]
-                idx = torch.tensor(chunk, dtype=torch.int64)
-                x, y = images[idx].to(device), labels[idx].to(device)
-                began = time.perf_counter()
-                result = attack.attack(x, y, keys=idx)
-                seconds = (time.perf_counter() - began) / len(chunk)
-                adv = result.adversarial.cpu()
-                lines = [_row_line(columns, settings, i, int(labels[i]), b, result, x[b].cpu(), adv[b],
-                                   seconds) for b, i in enumerate(chunk)]
-                if save_adv is not None:  # tensors first: the log never holds a row the tensor file lacks
-                    clean_saved.append(x.cpu())
-                    adv_saved.append(adv)
-                    idx_saved += chunk
-                    save_adversarial(save_adv, clean_saved, adv_saved, idx_saved)
-                append_rows(handle, "".join(lines))
-                bar.update(len(chunk))
-        if save_adv is not None and not todo and not existing:
-            save_adversarial(save_adv, [], [], [])
+    companions = () if save_adv is None else (save_adv,)
+    with log_for_run(out, columns, settings, label_of, resume, companions) as (handle, existing):
+        _attack_rows(attack, images, labels, indices, handle, existing, out, save_adv, columns, settings, device,
+                     attack_batch, progress)
+
+
+def _attack_rows(attack, images, labels, indices, handle, existing, out, save_adv, columns, settings, device,
+                 attack_batch, progress) -> None:
+    clean_saved, adv_saved, idx_saved = [], [], []
+    if save_adv is not None and existing:
+        clean_saved, adv_saved, idx_saved = _resumed_tensors(save_adv, existing, out)
+    done = {row["idx"] for row in existing}
+    todo = [i for i in indices if i not in done]
+    with progress_bar(total=len(indices), desc="attack", enabled=progress, unit="img") as bar:
+        bar.update(len(indices) - len(todo))
+        for start in range(0, len(todo), attack_batch):
+            chunk = todo[start:start + attack_batch]
+            idx = torch.tensor(chunk, dtype=torch.int64)
+            x, y = images[idx].to(device), labels[idx].to(device)
+            began = time.perf_counter()
+            result = attack.attack(x, y, keys=idx)
+            seconds = (time.perf_counter() - began) / len(chunk)
+            adv = result.adversarial.cpu()
+            lines = [_row_line(columns, settings, i, int(labels[i]), b, result, x[b].cpu(), adv[b], seconds)
+                     for b, i in enumerate(chunk)]
+            if save_adv is not None:  # tensors first: the log never holds a row the tensor file lacks
+                clean_saved.append(x.cpu())
+                adv_saved.append(adv)
+                idx_saved += chunk
+                save_adversarial(save_adv, clean_saved, adv_saved, idx_saved)
+            append_rows(handle, "".join(lines))
+            bar.update(len(chunk))
+    if save_adv is not None and not todo and not existing:
+        save_adversarial(save_adv, [], [], [])
 
 
 def _row_line(columns, settings, i, label, b, result, clean, adv, seconds) -> str:

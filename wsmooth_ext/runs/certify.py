@@ -13,7 +13,7 @@ import torch
 from ..progress import progress_bar
 from ..smooth import Smooth, _check_int, check_vote_budget
 from ..statistics import _check_alpha
-from .logfile import (CERTIFY_COLUMNS, PREDICT_COLUMNS, append_rows, format_field, identity_settings, open_log,
+from .logfile import (CERTIFY_COLUMNS, PREDICT_COLUMNS, append_rows, format_field, identity_settings, log_for_run,
                       parse_field)
 
 
@@ -42,11 +42,11 @@ def _run_log(kind, smooth: Smooth, images, labels, indices, out_path, settings, 
     settings = {**settings, **identity_settings(identity)}
     all_labels = labels.tolist()
     label_of = {i: int(all_labels[i]) for i in indices}
-    handle, existing = open_log(Path(out_path), columns, settings, label_of, resume)
-    done = {row["idx"] for row in existing}
-    todo = [i for i in indices if i not in done]
-    rows = list(existing)
-    with handle, progress_bar(total=len(indices), desc=kind, enabled=progress, unit="img") as bar:
+    with log_for_run(Path(out_path), columns, settings, label_of, resume) as (handle, existing), \
+            progress_bar(total=len(indices), desc=kind, enabled=progress, unit="img") as bar:
+        done = {row["idx"] for row in existing}
+        todo = [i for i in indices if i not in done]
+        rows = list(existing)
         bar.update(len(indices) - len(todo))
         for start in range(0, len(todo), group):
             chunk = todo[start:start + group]

@@ -13,7 +13,9 @@ Rows are appended one per image and flushed at once. Files are never truncated o
 * one writer at a time: the log is locked (``fcntl.flock``) while a run appends to it;
 * with ``resume=True`` the header and every existing row's settings (n0, n, alpha, certificate, noise,
   sigma, seed) and identity (the model's SHA-256, the dataset and split) must equal this run's, the labels
-  must agree, and images whose ``idx`` is already logged are skipped. A half-written last line (an interruption mid-write) is removed and its image redone;
+  must agree, the logged images must be the first images of this run's selection in its order (so the
+  finished log equals an uninterrupted run; a longer selection extends a log, another one is refused), and
+  images whose ``idx`` is already logged are skipped. A half-written last line (an interruption mid-write) is removed and its image redone;
   per-image RNG keys (the dataset index) make the redone row equal to what the interrupted run would have
   written.
 """
@@ -90,7 +92,12 @@ class LogBusyError(BlockingIOError):
 
 def _parse_rows(path: Path, data: bytes) -> tuple[list[str], list[dict], int]:
     complete = data[:data.rfind(b"\n") + 1]  # drop a half-written last line
-    lines = complete.decode("utf-8").splitlines()
+    try:
+        lines = complete.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = complete[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 text (byte {exc.start}): not a log written by "
+                         "wsmooth, or a damaged one") from None
     if not lines:
         return [], [], len(complete)
     columns = lines[0].split("\t")
@@ -108,6 +115,15 @@ def _check_resumable(path: Path, found: list[str], existing: list[dict], columns
                      labels: dict) -> None:
     if found != list(columns):
         raise ValueError(f"cannot resume {path}: its header {found} differs from this run's {list(columns)}")
+    # The log must hold the first images of this run's selection, in order, so that the finished log equals an
+    # uninterrupted run of that selection (a longer selection extends it; another one would mix selections).
+    order, logged = list(labels), [row["idx"] for row in existing]
+    if logged != order[:len(logged)]:
+        k = next((k for k, (a, b) in enumerate(zip(logged, order)) if a != b), len(order))
+        there = f"image {order[k]}" if k < len(order) else f"no image (this run selects {len(order)})"
+        raise ValueError(f"cannot resume {path}: its row {k + 1} is image {logged[k]}, where this run's image "
+                         f"selection has {there}; a resumed log must hold the first images of the selection, in "
+                         "order: resume with the selection that wrote it (a larger maximum may extend it)")
     for row in existing:
         for key, value in settings.items():
             if row[key] != parse_field(format_field(value)):
@@ -140,7 +156,8 @@ def check_new_output(path: str | os.PathLike, resume: bool, what: str = "--out")
 def open_log(path: Path, columns: tuple, settings: dict, labels: dict, resume: bool):
     """Lock, validate and open a log for appending. Returns (file, existing rows).
 
-    Shared by every row-per-image log (certify, predict, attack): the rules of the module docstring. The
+    Shared by every row-per-image log (certify, predict, attack): the rules of the module docstring.
+    ``labels``: {idx: label} of this run's images in the run's order (the order a resumed log must follow). The
     returned file holds an exclusive advisory lock (``fcntl.flock``) until it is closed, so a second writer
     of the same log fails at once with :class:`LogBusyError` instead of interleaving rows. ``settings`` are
     the columns that identify the run (its settings and what produced it: model hash, dataset, split); each
@@ -178,6 +195,36 @@ def open_log(path: Path, columns: tuple, settings: dict, labels: dict, resume: b
             path.unlink(missing_ok=True)
         raise
     return handle, existing
+
+
+@contextlib.contextmanager
+def log_for_run(path: str | os.PathLike, columns: tuple, settings: dict, labels: dict, resume: bool,
+                companions: tuple = ()):
+    """:func:`open_log` for the length of a run: yields (file, existing rows) and closes the file after.
+
+    A run that fails before it has logged a row leaves no debris that would block its rerun: a log it created
+    is removed, an empty log the user had is emptied again, and each of ``companions`` (files the run writes
+    beside its log, e.g. saved tensors) that did not exist when the run began is removed. A log with rows (a
+    resumable partial run, or what a resumed log held before) is kept as it is, and so are its companions.
+    """
+    path = Path(path)
+    created = not path.exists()
+    new_companions = [Path(c) for c in companions if not Path(c).exists()]
+    handle, existing = open_log(path, columns, settings, labels, resume)
+    header_bytes = len(("\t".join(columns) + "\n").encode())
+    try:
+        yield handle, existing
+    except BaseException:
+        if not existing and os.fstat(handle.fileno()).st_size <= header_bytes:  # still locked: nobody else wrote
+            if created:
+                path.unlink(missing_ok=True)
+            else:
+                os.ftruncate(handle.fileno(), 0)
+            for companion in new_companions:
+                companion.unlink(missing_ok=True)
+        raise
+    finally:
+        handle.close()
 
 
 @contextlib.contextmanager
@@ -219,12 +266,12 @@ def append_rows(handle, text: str) -> None:
         while data:
             written = handle.write(data)  # unbuffered: may write a part, and raises once nothing fits
             data = data[written:]
-    except OSError:
+    except OSError as exc:
         try:
             os.ftruncate(handle.fileno(), end)
         except OSError:
             pass  # the half row stays; a --resume drops it
-        raise
+        raise OSError(exc.errno, f"cannot write log: {exc.strerror or exc}", str(handle.name)) from None
 
 
 def merge_part_logs(out_path: str | os.PathLike, parts: list[Path], order: list[int]) -> int:
@@ -267,5 +314,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
