@@ -21,7 +21,9 @@ class SinkhornParams(AdversarialParams):
 def build(model, eps, steps, **params):
     from ..attacks import WassersteinPGD
 
-    return WassersteinPGD(model, eps0=eps, eps_factor=1.0, max_iter=steps, **params)
+    # Training keeps the published projection (clamp to [0, 1] after projecting): checkpoints trained before
+    # the attack's default became the mass-keeping "box" projection resume to the same weights.
+    return WassersteinPGD(model, eps0=eps, eps_factor=1.0, max_iter=steps, projection="clamp", **params)
 
 
 METHOD = adversarial_method("sinkhorn", SinkhornParams, build, ATTACK_PARAMS, "projected-Sinkhorn PGD",
