@@ -80,3 +80,26 @@ def interrupted_after(real, count: int):
         real(target, images, labels, indices[:count], *args, **kwargs)
         raise KeyboardInterrupt
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_digits_checkpoint(tmp_path_factory):
+    """A checkpoint of wong_mnist on the 8×8 digits after 60 full-batch Adam steps (about 90% test accuracy)."""
+    from wsmooth_ext.checkpoint import save_checkpoint
+    from wsmooth_ext.data import load_dataset
+    from wsmooth_ext.models import build_model
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x, y = load_dataset("digits", "train")
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    torch.set_num_threads(before)
+    path = tmp_path_factory.mktemp("trained") / "digits.pt"
+    save_checkpoint(path, model.eval(), {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.005})
+    return path

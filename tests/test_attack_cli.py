@@ -10,10 +10,9 @@ from wsmooth_ext import Smooth
 from wsmooth_ext.analysis.attack import (ATTACK_HEADER, accuracy_under_attack, analyze_attack_logs,
                                          check_certified_vs_attack, is_attack_log, median_attack_radius)
 from wsmooth_ext.runs.logfile import read_log
-from wsmooth_ext.checkpoint import load_checkpoint, save_checkpoint
+from wsmooth_ext.checkpoint import load_checkpoint
 from wsmooth_ext.cli import main
 from wsmooth_ext.data import load_dataset
-from wsmooth_ext.models import build_model
 from wsmooth_ext.wasserstein import wasserstein_distance
 
 FAST = ["--max-iter", "12", "--eps0", "0.05", "--eps-factor", "1.5", "--eps-every", "3", "--sinkhorn-iter", "60",
@@ -23,22 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """wong_mnist on 8×8 digits, trained for a few seconds (about 90% test accuracy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    x, y = load_dataset("digits", "train")
-    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    torch.set_num_threads(before)
-    path = tmp_path_factory.mktemp("ckpt") / "digits.pt"
-    save_checkpoint(path, model.eval(), {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.005})
-    return path
+def checkpoint(trained_digits_checkpoint):
+    """wong_mnist on the 8×8 digits (conftest.trained_digits_checkpoint)."""
+    return trained_digits_checkpoint
 
 
 def test_plain_attack_log_and_saved_examples(checkpoint, tmp_path):

@@ -517,24 +517,9 @@ def _rows_without_time(path):
 
 
 @pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory):
-    """wong_mnist on the 8×8 digits after 60 full-batch Adam steps (about 90% test accuracy)."""
-    from wsmooth_ext.data import load_dataset
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    x, y = load_dataset("digits", "train")
-    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    torch.set_num_threads(before)
-    path = tmp_path_factory.mktemp("trained") / "digits.pt"
-    save_checkpoint(path, model.eval(), {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.005})
-    return str(path)
+def trained_checkpoint(trained_digits_checkpoint):
+    """wong_mnist on the 8×8 digits (conftest.trained_digits_checkpoint)."""
+    return str(trained_digits_checkpoint)
 
 
 @pytest.mark.parametrize("method", ["sinkhorn", "flow", "frank-wolfe", "pgd-dual"])
