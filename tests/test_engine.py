@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from wsmooth_ext.cli import main
 from wsmooth_ext.experiments import options
 from wsmooth_ext.experiments.engine import Experiment, Report, command_line, run_experiment
 from wsmooth_ext.experiments.options import Option
@@ -164,3 +165,22 @@ def test_its_command_comes_from_the_declaration(checkpoint, tmp_path, capsys):
     assert {r["n"] for r in read_log(out / "given.tsv")[1]} == {32}
     assert f"wsmooth experiment certify-given --out {out} --quick --checkpoint" in (out / "summary.md").read_text()
     assert f"wrote {out}/summary.md" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, bad, needle", [
+    ("table1", ["--samples", "3000000000"], "--samples must be an integer in [1, 2**31]"),
+    ("table1", ["--certify-batch", "99999999999"], "--certify-batch must be an integer in [1, 1e+07]"),
+    ("certified-training", ["--n0", "3000000000"], "--n0 must be an integer in [1, 2**31]"),
+    ("fig5", ["--n-grad", "100000000"], "--n-grad must be an integer in [1, 100000]"),
+    ("fig5", ["--eps0", "1e308"], "--eps0 must be a number in (0, 10000]"),
+    ("fig5", ["--eps-factor", "10", "--max-iter", "1000000", "--eps-every", "1"], "exceeds the largest radius"),
+    ("fig5", ["--max-iter", "1000000", "--n-grad", "100000"], "exceeds the largest radius"),
+    ("fig5", ["--max-iter", "100000", "--n-grad", "100000", "--eps-factor", "1"], "independent soft samples"),
+])
+def test_experiments_refuse_what_the_commands_refuse_before_any_work(name, bad, needle, tmp_path, capsys):
+    # the same quantity has one stated range (ranges.RANGES) in `wsmooth certify`/`attack` and the experiments
+    out = tmp_path / "out"
+    assert main(["experiment", name, "--out", str(out), "--no-progress", *bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()

@@ -134,4 +134,4 @@ EXPERIMENT = Experiment(
                 "mass-normalized", partial(_checks.radii, unit="W1, mass-normalized"), metavar="R"),
     tuning=(Option("certify_batch", None, "noisy images per forward pass while certifying; changes no result",
                    partial(options.count, allow_none=True), type=int, metavar="B",
-                   none="automatic, as `wsmooth certify`"),))
+                   none="automatic, as `wsmooth certify`", shared_range="batch"),))

@@ -78,7 +78,7 @@ class Experiment:
         unknown = set(extras) - {o.name for o in self.extras}
         if unknown:
             raise TypeError(f"{self.name}: unknown extras {sorted(unknown)}")
-        return {o.name: o.check(o.name, extras.get(o.name, o.default)) for o in self.extras}
+        return {o.name: o.validate(extras.get(o.name, o.default)) for o in self.extras}
 
 
 @dataclass

@@ -55,9 +55,12 @@ OPTIONS = (
 
 
 def _check(s):
+    from ..ranges import check_grown_radius, check_soft_samples
     from ..smooth import check_vote_budget
 
     check_vote_budget("--n-test", s.n_test)
+    check_grown_radius(s.eps0, s.eps_factor, s.max_iter, s.eps_every)  # the limits `wsmooth attack` checks
+    check_soft_samples(s.max_iter, s.n_grad)
     return s
 
 
@@ -138,4 +141,4 @@ EXPERIMENT = Experiment(
     view=Option("grid", DEFAULT_GRID, "table columns: nominal eps and exact W1 values, mass-normalized",
                 partial(_checks.radii, unit="mass-normalized"), metavar="R"),
     tuning=(Option("attack_batch", 20, "digits attacked together; changes no result beyond float rounding",
-                   options.count, metavar="B", group=options.A),))
+                   options.count, metavar="B", group=options.A, shared_range="attack_batch"),))

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from ..ranges import RANGES
 from ..train import OPTIMIZERS
 from . import _checks
 from ._folder import format_value
@@ -38,6 +39,17 @@ class Option:
     none: str = "none"  # how an unset value (None) is spelled in --help, messages and command lines
     group: str | None = None  # the --help section; None: the main one
     path: bool = False  # names a checkpoint (file or folder): the experiment records the hash of what it read
+    # the key in ranges.RANGES of the same quantity in `wsmooth certify`/`attack` (--n0, --batch, ...): the
+    # experiment refuses what those commands refuse, before its first step, and --help states the range
+    shared_range: str | None = None
+
+    def validate(self, value):
+        """``value`` checked and normalized by ``check``, then within ``shared_range``; ValueError naming it."""
+        if self.check:
+            value = self.check(self.name, value)
+        if self.shared_range and value is not None and not RANGES[self.shared_range].contains(value):
+            raise ValueError(f"{self.flag} must be {RANGES[self.shared_range].text()}, got {value!r}")
+        return value
 
     @property
     def flag(self) -> str:
@@ -57,8 +69,7 @@ def check_settings(options, settings, cls: type):
     """``settings`` with every value checked and normalized by its option, in order (ValueError naming it)."""
     if not isinstance(settings, cls):
         raise ValueError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
-    values = {o.name: o.check(o.name, getattr(settings, o.name)) if o.check else getattr(settings, o.name)
-              for o in options}
+    values = {o.name: o.validate(getattr(settings, o.name)) for o in options}
     return dataclasses.replace(settings, **values)
 
 
@@ -128,23 +139,28 @@ E = "evaluation"
 def images(default: int | None) -> Option:
     """How many held-out images are evaluated (the first M; None: all)."""
     return Option("max_images", default, "evaluate the first M held-out images", partial(count, allow_none=True),
-                  type=int, metavar="M", none="all", group=E)
+                  type=int, metavar="M", none="all", group=E, shared_range="max")
 
 
 CERTIFY = (
-    Option("n0", 1000, "selection samples per image", count, group=E),
-    Option("samples", 10000, "estimation samples per image", count, group=E),
+    Option("n0", 1000, "selection samples per image", count, group=E, shared_range="n0"),
+    Option("samples", 10000, "estimation samples per image", count, group=E, shared_range="n"),
     Option("alpha", 0.05, "failure probability of each certificate, in (0, 1)", alpha, group=E),
 )
 
 A = "attacks"
 ATTACK_SCHEDULE = (  # the paper's MNIST schedule: eps 0.3, x1.1 every 10 iterations, 200 iterations
-    Option("eps0", 0.3, "initial radius, mass-normalized, in each attack's units", positive, group=A),
-    Option("eps_factor", 1.1, "radius growth factor, >= 1", partial(_checks.number, at_least=1.0), group=A),
-    Option("eps_every", 10, "grow the radius every this many iterations", count, group=A),
-    Option("max_iter", 200, "attack iterations", count, group=A),
-    Option("n_grad", 128, "smoothed model: noise samples per gradient", count, group=A),
-    Option("n_test", 10000, "smoothed model: noise samples per success test", count, group=A),
+    Option("eps0", 0.3, "initial radius, mass-normalized, in each attack's units", positive, group=A,
+           shared_range="eps0"),
+    Option("eps_factor", 1.1, "radius growth factor, >= 1", partial(_checks.number, at_least=1.0), group=A,
+           shared_range="eps_factor"),
+    Option("eps_every", 10, "grow the radius every this many iterations", count, group=A,
+           shared_range="eps_every"),
+    Option("max_iter", 200, "attack iterations", count, group=A, shared_range="max_iter"),
+    Option("n_grad", 128, "smoothed model: noise samples per gradient", count, group=A,
+           shared_range="n_grad"),
+    Option("n_test", 10000, "smoothed model: noise samples per success test", count, group=A,
+           shared_range="n_test"),
     Option("alpha", 0.05, "smoothed model: binomial-test level of the success test, in (0, 1)", alpha, group=A),
 )
 

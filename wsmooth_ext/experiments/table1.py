@@ -75,9 +75,10 @@ OPTIONS = (
            group="models"),
     dataclasses.replace(options.DATASET, default="mnist"),
     *options.TRAINING[1:],
-    Option("skip", 1, "evaluate every skip-th test image", options.count, group=options.E),
+    Option("skip", 1, "evaluate every skip-th test image", options.count, group=options.E, shared_range="skip"),
     options.images(None),
-    Option("n_predict", 10000, "predict samples per image (accuracy, abstentions)", options.count, group=options.E),
+    Option("n_predict", 10000, "predict samples per image (accuracy, abstentions)", options.count, group=options.E,
+           shared_range="n"),
     *options.CERTIFY,
 )
 
@@ -202,4 +203,5 @@ EXPERIMENT = Experiment(
     # --quick: every 200th test digit (50), a tenth of the samples; trained models: 2 epochs on 10,000 digits
     quick={"skip": 200, "n_predict": 1000, "n0": 100, "samples": 1000, "epochs": 2, "train_size": 10000},
     tuning=(Option("certify_batch", None, "noisy images per forward pass; changes no result",
-                   partial(options.count, allow_none=True), type=int, metavar="B", none="automatic"),))
+                   partial(options.count, allow_none=True), type=int, metavar="B", none="automatic",
+                   shared_range="batch"),))

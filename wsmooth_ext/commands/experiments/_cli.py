@@ -12,6 +12,8 @@ import os
 import time
 from importlib import import_module
 
+from ...ranges import RANGES
+
 DATA_ENV = "WSMOOTH_DATA"  # where --data-dir defaults to, the way torchvision users set a root once
 
 
@@ -46,7 +48,8 @@ def _add(parser, option, quick: dict) -> None:
     kind = option.type or (type(option.default[0] if listed else option.default) if option.default is not None
                            else str)
     later = f"; {option.spell(quick[option.name])} with --quick" if option.name in quick else ""
-    text = (f"{option.help}{', comma-separated' if listed else ''} (default {option.spell(option.default)}"
+    bound = f"; {RANGES[option.shared_range].text()}" if option.shared_range else ""
+    text = (f"{option.help}{', comma-separated' if listed else ''}{bound} (default {option.spell(option.default)}"
             f"{option.note}{later})")
     kwargs = dict(default=None, metavar=option.metavar, help=text.replace("%", "%%"))  # argparse formats help with %
     if listed:
