@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "flow_noise.h"
 
@@ -34,25 +35,36 @@ inline void check_op_args(const char* op, const at::Tensor& x, int64_t num_sampl
   TORCH_CHECK(x.size(0) * num_samples <= (int64_t(1) << 31) - 1, op, ": B * num_samples must be < 2^31 rows");
 }
 
-inline void check_noise_args(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
-                             int64_t sample_offset, const at::Tensor& keys, bool pixel) {
-  check_op_args("wsmooth_ext.flow_noise", x, num_samples, sigma, noise, sample_offset, keys, pixel);
-  if (x.numel() > 0) {
-    // One pass over x and one host sync (the output is num_samples times larger): min and max together.
-    // NaN propagates into both, and x is finite and non-negative exactly when 0 <= min and max < inf.
-    // TORCH_CHECK_VALUE raises Python's ValueError, as the Python-side checks of the public API do.
-    const auto [lo, hi] = at::aminmax(x);
-    const auto bounds = at::stack({lo, hi}).to(at::kDouble).cpu();
-    const double mn = bounds[0].item<double>(), mx = bounds[1].item<double>();
-    TORCH_CHECK_VALUE(std::isfinite(mn) && std::isfinite(mx), "wsmooth_ext.flow_noise: x must be finite");
-    TORCH_CHECK_VALUE(mn >= 0, "wsmooth_ext.flow_noise: x must be non-negative");
-  }
-}
-
 // λ: Laplace scale σ/√2 or uniform half-width √3·σ, so that each draw has standard deviation σ.
 inline double noise_scale(int64_t noise, double sigma) {
   return noise == kLaplace ? sigma / std::sqrt(2.0) : sigma * std::sqrt(3.0);
 }
+
+inline void check_noise_args(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
+                             int64_t sample_offset, const at::Tensor& keys, bool normalize, bool pixel) {
+  check_op_args("wsmooth_ext.flow_noise", x, num_samples, sigma, noise, sample_offset, keys, pixel);
+  if (x.numel() > 0) {
+    // One pass over x and one host sync (the output is num_samples times larger): min, max and the largest
+    // image mass together. NaN propagates into min and max, and x is finite and non-negative exactly when
+    // 0 <= min and max < inf. TORCH_CHECK_VALUE raises Python's ValueError, as the public API's checks do.
+    const auto [lo, hi] = at::aminmax(x);
+    const auto mass = normalize ? at::sum(x, {1, 2, 3}, /*keepdim=*/false, at::kDouble).amax()
+                                : at::ones({}, x.options().dtype(at::kDouble));
+    const auto bounds = at::stack({lo.to(at::kDouble), hi.to(at::kDouble), mass}).cpu();
+    const double mn = bounds[0].item<double>(), mx = bounds[1].item<double>();
+    TORCH_CHECK_VALUE(std::isfinite(mn) && std::isfinite(mx), "wsmooth_ext.flow_noise: x must be finite");
+    TORCH_CHECK_VALUE(mn >= 0, "wsmooth_ext.flow_noise: x must be non-negative");
+    // A bound, not a draw, decides: a unit draw is at most 31·ln 2 (Laplace) or 1 (uniform) in size
+    // (flow_noise.h), and a pixel receives one draw (pixel noise) or four edge flows, scaled by s·λ (or λ).
+    const double unit = noise == kLaplace ? 31.0 * std::log(2.0) : 1.0;
+    const double largest = mx + bounds[2].item<double>() * noise_scale(noise, sigma) * unit * (pixel ? 1 : 4);
+    const double limit = x.scalar_type() == at::kFloat ? double(std::numeric_limits<float>::max())
+                                                       : std::numeric_limits<double>::max();
+    TORCH_CHECK_VALUE(largest < limit, "wsmooth_ext.flow_noise: sigma=", sigma, " is too large for these images: ",
+                      "noisy pixels could reach ", largest, ", beyond ", x.scalar_type(), "'s range ", limit);
+  }
+}
+
 
 // Per-image factor multiplying the unit noise: s·λ (mass-normalized units) or λ (pixel units).
 inline at::Tensor noise_factor(const at::Tensor& x, double lambda, bool normalize) {

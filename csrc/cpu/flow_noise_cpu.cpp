@@ -55,7 +55,7 @@ void for_each_chunk(int64_t rows, int64_t draws, const Body& body) {
 
 at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
                           int64_t sample_offset, const at::Tensor& keys_in, bool normalize, bool pixel) {
-  check_noise_args(x_in, num_samples, sigma, noise, sample_offset, keys_in, pixel);
+  check_noise_args(x_in, num_samples, sigma, noise, sample_offset, keys_in, normalize, pixel);
   const auto x = x_in.contiguous();
   const auto keys = keys_in.contiguous();
   auto out = at::empty({x.size(0) * num_samples, x.size(1), x.size(2), x.size(3)}, x.options());

@@ -17,7 +17,7 @@ template <typename Launch>
 at::Tensor flow_noise_launch(const Launch& launch, const char* op, const at::Tensor& x_in, int64_t num_samples,
                              double sigma, int64_t noise, int64_t seed, int64_t sample_offset,
                              const at::Tensor& keys_in, bool normalize, bool pixel) {
-  check_noise_args(x_in, num_samples, sigma, noise, sample_offset, keys_in, pixel);
+  check_noise_args(x_in, num_samples, sigma, noise, sample_offset, keys_in, normalize, pixel);
   const auto x = x_in.contiguous();
   const auto keys = keys_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), rows = B * num_samples;
