@@ -26,9 +26,9 @@ import torch
 
 from wsmooth_ext import Smooth
 from wsmooth_ext.attacks import FlowAttack, FrankWolfeAttack, WassersteinPGD
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.models import build_model
-from wsmooth_ext.train import train
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.inputs.models import build_model
+from wsmooth_ext.training.keywords import train
 
 SIGMA, IMAGES, ITERATIONS = 0.01, 8, 10
 if os.environ.get("WSMOOTH_BENCH_THREADS"):

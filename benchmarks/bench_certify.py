@@ -7,7 +7,7 @@ Run: python -m pytest benchmarks/bench_certify.py
 Both certify with n0 = 1,000 and n = 10,000 samples, alpha = 0.05, batch 1,000 (10,000 on a GPU), on real held-out digits
 (mnist5k) for `wong_mnist` and on CIFAR-shaped inputs for `cifar_small` (throughput does not depend on the
 weights, so the models are freshly initialized). The reference pipeline is the paper's: repeat the image
-`batch` times, draw the flow noise with pure tensor ops (wsmooth_ext.reference, torch's generator), take the
+`batch` times, draw the flow noise with pure tensor ops (wsmooth_ext.core.reference, torch's generator), take the
 base classifier's hard votes, Clopper–Pearson bound. Ours: Smooth.certify (fused op, inference mode, votes
 counted on the device):
 
@@ -30,13 +30,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from wsmooth_ext import reference
-from wsmooth_ext.certificates import certified_radius
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.inference import compile_for_inference, with_precision
-from wsmooth_ext.models import build_model
-from wsmooth_ext.noises import CHECK_SAMPLES
-from wsmooth_ext.smooth import ABSTAIN, Smooth
-from wsmooth_ext.statistics import clopper_pearson_lower
+from wsmooth_ext.core.certificates import certified_radius
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.core.inference import compile_for_inference, with_precision
+from wsmooth_ext.inputs.models import build_model
+from wsmooth_ext.core.noises import CHECK_SAMPLES
+from wsmooth_ext.core.smooth import ABSTAIN, Smooth
+from wsmooth_ext.core.statistics import clopper_pearson_lower
 
 from bench_common import DEVICES, FLOPS, sync
 

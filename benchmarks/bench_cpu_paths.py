@@ -3,7 +3,7 @@
 Run: python benchmarks/bench_cpu_paths.py [--rounds 5] [--busy] [--shapes mnist,cifar] [--threads 1,2] [--timer cpu]
 
 For each shape (1x1x28x28 and 1x3x32x32, 10^4 samples, flow-laplace sigma=0.01, float32) and thread count, every
-round times the reference (wsmooth_ext.reference, rng="torch": repeat, torch's Laplace sampler, four slice
+round times the reference (wsmooth_ext.core.reference, rng="torch": repeat, torch's Laplace sampler, four slice
 updates) and then the op with each runnable path forced in turn (ATEN_CPU_CAPABILITY, read at every call), so
 ratios compare timings taken seconds apart under the same load. Correctness first: every path's output must
 equal the default path's bit for bit, and the Philox reference's to rounding.

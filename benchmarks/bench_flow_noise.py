@@ -1,4 +1,4 @@
-"""Fused flow-noise op vs the paper's pure-tensor procedure (wsmooth_ext.reference, rng="torch").
+"""Fused flow-noise op vs the paper's pure-tensor procedure (wsmooth_ext.core.reference, rng="torch").
 
 Run: python -m pytest benchmarks/bench_flow_noise.py --benchmark-only
 Each case checks correctness first (the op against the Philox reference on a slice), then times both.

@@ -76,7 +76,7 @@ def _launch(args: list[str], processes: int) -> None:
 
 
 def _digest(path: Path) -> tuple[str, str, str]:
-    from wsmooth_ext.checkpoint import load_training_state
+    from wsmooth_ext.inputs.checkpoint import load_training_state
 
     state, meta, training = load_training_state(path)
     weights = hashlib.sha256()

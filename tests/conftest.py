@@ -21,15 +21,15 @@ def one_thread():
 @pytest.fixture(scope="session")
 def digits():
     """(train, test) of scikit-learn's 8x8 digits: the small real dataset of the training tests."""
-    from wsmooth_ext.data import load_dataset
+    from wsmooth_ext.inputs.data import load_dataset
 
     return load_dataset("digits", "train"), load_dataset("digits", "test")
 
 
 def wong_digits_model(seed: int = 0):
     """A fresh wong_mnist for the 8x8 digits, its weights drawn from ``seed`` (import it from conftest)."""
-    from wsmooth_ext.data import DATASETS
-    from wsmooth_ext.models import build_model
+    from wsmooth_ext.inputs.data import DATASETS
+    from wsmooth_ext.inputs.models import build_model
 
     torch.manual_seed(seed)
     info = DATASETS["digits"]
@@ -40,7 +40,7 @@ def wong_digits_model(seed: int = 0):
 def digits_model():
     """A logistic-regression classifier of the 8×8 digits, trained full-batch in about a second: the target of
     the attack tests on plain and smoothed classifiers."""
-    from wsmooth_ext.data import load_dataset
+    from wsmooth_ext.inputs.data import load_dataset
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -53,7 +53,7 @@ def digits_model():
 def linear_digits():
     """A linear classifier of 2,000 mnist5k training digits (about 60 Adam steps): a small real target for the
     attack tests, trained once per test run."""
-    from wsmooth_ext.data import load_dataset
+    from wsmooth_ext.inputs.data import load_dataset
 
     x, y = load_dataset("mnist5k", "train")
     return _linear_classifier(x[:2000], y[:2000], lr=0.01, steps=60)
@@ -85,9 +85,9 @@ def interrupted_after(real, count: int):
 @pytest.fixture(scope="session")
 def trained_digits_checkpoint(tmp_path_factory):
     """A checkpoint of wong_mnist on the 8×8 digits after 60 full-batch Adam steps (about 90% test accuracy)."""
-    from wsmooth_ext.checkpoint import save_checkpoint
-    from wsmooth_ext.data import load_dataset
-    from wsmooth_ext.models import build_model
+    from wsmooth_ext.inputs.checkpoint import save_checkpoint
+    from wsmooth_ext.inputs.data import load_dataset
+    from wsmooth_ext.inputs.models import build_model
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

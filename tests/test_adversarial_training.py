@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsmooth_ext.adversarial import (ADVERSARIAL_DEFAULTS, ATTACK_PARAMS, Adversary, adversarial_epsilon,
+from wsmooth_ext.training.compat_adversarial import (ADVERSARIAL_DEFAULTS, ATTACK_PARAMS, Adversary, adversarial_epsilon,
                                      adversarial_settings, describe_adversarial)
 from wsmooth_ext.attacks import FlowAttack
-from wsmooth_ext.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from wsmooth_ext.train import _STREAM_SHUFFLE, derive_seed, evaluate, train
-from wsmooth_ext.wasserstein import wasserstein_distance
+from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state, save_checkpoint
+from wsmooth_ext.training.keywords import _STREAM_SHUFFLE, derive_seed, evaluate, train
+from wsmooth_ext.core.wasserstein import wasserstein_distance
 
 from conftest import wong_digits_model as _model
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from wsmooth_ext import Smooth
 from wsmooth_ext.attacks import WassersteinPGD
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.wasserstein import wasserstein_distance
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.core.wasserstein import wasserstein_distance
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 

@@ -10,10 +10,10 @@ from wsmooth_ext import Smooth
 from wsmooth_ext.analysis.attack import (ATTACK_HEADER, accuracy_under_attack, analyze_attack_logs,
                                          check_certified_vs_attack, is_attack_log, median_attack_radius)
 from wsmooth_ext.runs.logfile import read_log
-from wsmooth_ext.checkpoint import load_checkpoint
+from wsmooth_ext.inputs.checkpoint import load_checkpoint
 from wsmooth_ext.cli import main
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.wasserstein import wasserstein_distance
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.core.wasserstein import wasserstein_distance
 
 FAST = ["--max-iter", "12", "--eps0", "0.05", "--eps-factor", "1.5", "--eps-every", "3", "--sinkhorn-iter", "60",
         "--no-progress"]

@@ -9,7 +9,7 @@ import pytest
 from scipy import integrate, optimize, stats
 
 from wsmooth_ext import noises, reference
-from wsmooth_ext.certificates import certified_radius, resolve_certificate
+from wsmooth_ext.core.certificates import certified_radius, resolve_certificate
 
 CASES = [(name, cert) for name, family in noises.FAMILIES.items() for cert in family.certificates]
 

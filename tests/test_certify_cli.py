@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from wsmooth_ext.runs.logfile import read_log
-from wsmooth_ext.checkpoint import load_checkpoint, save_checkpoint
+from wsmooth_ext.inputs.checkpoint import load_checkpoint, save_checkpoint
 from wsmooth_ext.cli import main
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.models import build_model
-from wsmooth_ext.smooth import Smooth
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.inputs.models import build_model
+from wsmooth_ext.core.smooth import Smooth
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no compiled flow_noise kernel:RuntimeWarning")
 
@@ -154,7 +154,7 @@ def test_precision_bf16_through_the_cli(tmp_path, ckpt, capsys):
                  "--out", str(out)] + FAST) == 0
     assert "--precision bf16: certified the smoothed classifier of the bf16 base model" in capsys.readouterr().err
     # the log equals the library's with the bf16 copy of the model
-    from wsmooth_ext.inference import with_precision
+    from wsmooth_ext.core.inference import with_precision
 
     model, _ = load_checkpoint(ckpt)
     images, labels = load_dataset("digits", "test")

@@ -7,7 +7,7 @@ from torch import nn
 from wsmooth_ext.runs.certify import certify_to_log, predict_to_log
 from wsmooth_ext.runs.logfile import (CERTIFY_COLUMNS, PREDICT_COLUMNS,
                                      read_log)
-from wsmooth_ext.smooth import ABSTAIN, Smooth
+from wsmooth_ext.core.smooth import ABSTAIN, Smooth
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no compiled flow_noise kernel:RuntimeWarning")
 

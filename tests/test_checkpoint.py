@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import wsmooth_ext
-from wsmooth_ext.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint, save_checkpoint
-from wsmooth_ext.models import build_model
+from wsmooth_ext.inputs.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint, save_checkpoint
+from wsmooth_ext.inputs.models import build_model
 
 
 class _Flatten(nn.Module):  # as in the reference code (it predates nn.Flatten)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsmooth_ext.data import DATASETS, load_dataset, read_idx, stratified_split
+from wsmooth_ext.inputs.data import DATASETS, load_dataset, read_idx, stratified_split
 
 
 def _mnist5k_raw():

@@ -117,7 +117,7 @@ def test_more_epochs_retrain_and_recertify(tmp_path, capsys):
     out = capsys.readouterr().out
     assert marker not in log.read_text()
     assert "epoch   2/2" in out
-    from wsmooth_ext.checkpoint import load_training_state
+    from wsmooth_ext.inputs.checkpoint import load_training_state
     assert load_training_state(tmp_path / "flow-laplace_sigma0.01.pt")[2]["epoch"] == 2
     # the logs were rewritten for the 2-epoch model, not kept from the 1-epoch one
     _, rows = read_log(tmp_path / "flow-laplace_sigma0.01_tight.tsv")

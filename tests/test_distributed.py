@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from wsmooth_ext.runs.logfile import read_log
-from wsmooth_ext.checkpoint import save_checkpoint
+from wsmooth_ext.inputs.checkpoint import save_checkpoint
 from wsmooth_ext.cli import main
-from wsmooth_ext.distributed import DistContext, all_part_paths, part_path, shard
+from wsmooth_ext.infra.distributed import DistContext, all_part_paths, part_path, shard
 from wsmooth_ext.runs.logfile import merge_part_logs
-from wsmooth_ext.models import build_model
+from wsmooth_ext.inputs.models import build_model
 
 FAST = ["--batch", "256", "--no-progress", "--dataset", "digits", "--skip", "7", "--max", "9"]
 

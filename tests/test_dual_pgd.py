@@ -9,8 +9,8 @@ from torch import nn
 
 from wsmooth_ext.attacks.dual_pgd import DualProjectionPGD, project_budget, project_rows_to_simplex
 from wsmooth_ext.attacks.frank_wolfe import gather_window, identity_plan, plan_cost, window_cost
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.wasserstein import wasserstein_distance
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.core.wasserstein import wasserstein_distance
 
 
 def test_row_projection_matches_brute_force():

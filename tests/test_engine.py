@@ -53,8 +53,8 @@ def checkpoint(tmp_path_factory):
     import torch
 
     from conftest import wong_digits_model
-    from wsmooth_ext.data import load_dataset
-    from wsmooth_ext.train import train
+    from wsmooth_ext.inputs.data import load_dataset
+    from wsmooth_ext.training.keywords import train
 
     path = tmp_path_factory.mktemp("given") / "model.pt"
     x, y = load_dataset("digits", "train")

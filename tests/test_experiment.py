@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from wsmooth_ext.analysis.tables import floor_sig, pct
-from wsmooth_ext.checkpoint import load_training_state
+from wsmooth_ext.inputs.checkpoint import load_training_state
 from wsmooth_ext.cli import main
 from wsmooth_ext.runs.logfile import read_log
 
@@ -121,7 +121,7 @@ def test_table_equals_analyze_and_the_logs(done, capsys):
 
 def test_resume_after_interruptions_completes_to_the_same_table(done, tmp_path, monkeypatch, capsys):
     import wsmooth_ext.runs.certify as certify_module
-    import wsmooth_ext.train as train_module
+    import wsmooth_ext.training.keywords as train_module
 
     real_certify, real_train = certify_module.certify_to_log, train_module.train
     calls = {"certify": 0, "train": 0}

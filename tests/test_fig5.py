@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from wsmooth_ext.checkpoint import load_training_state
+from wsmooth_ext.inputs.checkpoint import load_training_state
 from wsmooth_ext.cli import main
 from wsmooth_ext.runs.logfile import read_log
 
@@ -166,7 +166,7 @@ def test_given_checkpoints_are_attacked_not_retrained(done, tmp_path, capsys):
 
 def test_resume_after_interruptions_gives_the_same_tables(done, tmp_path, monkeypatch, capsys):
     import wsmooth_ext.runs.attack as attack_module
-    import wsmooth_ext.train as train_module
+    import wsmooth_ext.training.keywords as train_module
 
     real_attack, real_train = attack_module.attack_to_log, train_module.train
     calls = {"attack": 0, "train": 0}

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from wsmooth_ext.attacks.flow import FlowAttack, flow_image, limit_change, project_l1_ball
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.wasserstein import wasserstein_distance
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.core.wasserstein import wasserstein_distance
 
 from test_attack import CentreOfMass, _blobs
 

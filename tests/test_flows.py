@@ -1,13 +1,13 @@
-"""wsmooth_ext.flows: L1-ball projection (against an independent bisection and the projection's variational
+"""wsmooth_ext.core.flows: L1-ball projection (against an independent bisection and the projection's variational
 inequality), applying flow plans (against an edge-by-edge loop), their gradient, and feasible steps."""
 
 import numpy as np
 import pytest
 import torch
 
-from wsmooth_ext.flows import (apply_flow, flow_gradient, flow_l1_norm, nonnegative_step, project_l1_ball,
+from wsmooth_ext.core.flows import (apply_flow, flow_gradient, flow_l1_norm, nonnegative_step, project_l1_ball,
                                zero_flow)
-from wsmooth_ext.reference import divergence
+from wsmooth_ext.core.reference import divergence
 
 
 def _bisection_projection(v: np.ndarray, r: float) -> np.ndarray:

@@ -12,8 +12,8 @@ from torch import nn
 from wsmooth_ext.attacks.frank_wolfe import (FrankWolfeAttack, cap_columns, column_sums, entropic_lmo,
                                              gather_window, identity_plan, max_step_below_one, plan_cost,
                                              window_cost)
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.wasserstein import wasserstein_distance
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.core.wasserstein import wasserstein_distance
 
 from test_attack import CentreOfMass, _blobs
 

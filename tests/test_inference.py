@@ -1,4 +1,4 @@
-"""wsmooth_ext.inference: compiled vote counting accepted only with identical predictions; reduced precision.
+"""wsmooth_ext.core.inference: compiled vote counting accepted only with identical predictions; reduced precision.
 
 Most compilations here use the "eager"/"aot_eager" backends or a counting backend (seconds); the real inductor
 compilations are one small model here and the CLI test in test_certify_cli.py.
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from wsmooth_ext.inference import (CompiledModel, PaddedBatches, ReducedPrecision, compile_for_inference,
+from wsmooth_ext.core.inference import (CompiledModel, PaddedBatches, ReducedPrecision, compile_for_inference,
                                    with_precision)
-from wsmooth_ext.models import build_model
-from wsmooth_ext.noises import CHECK_SAMPLES
-from wsmooth_ext.smooth import Smooth, auto_batch_size
+from wsmooth_ext.inputs.models import build_model
+from wsmooth_ext.core.noises import CHECK_SAMPLES
+from wsmooth_ext.core.smooth import Smooth, auto_batch_size
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no compiled flow_noise kernel:RuntimeWarning")
 

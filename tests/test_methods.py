@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 import wsmooth_ext
-from wsmooth_ext.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from wsmooth_ext.flows import apply_flow, flow_l1_norm
-from wsmooth_ext.methods import (METHOD_DEFAULTS, consistency_loss, macer_loss, macer_radius, method_settings,
+from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state, save_checkpoint
+from wsmooth_ext.core.flows import apply_flow, flow_l1_norm
+from wsmooth_ext.training.compat_methods import (METHOD_DEFAULTS, consistency_loss, macer_loss, macer_radius, method_settings,
                                  noise_loss, smoothadv_epsilon, smoothadv_perturb, smoothed_cross_entropy)
-from wsmooth_ext.noises import add_noise
-from wsmooth_ext.train import derive_seed, train
+from wsmooth_ext.core.noises import add_noise
+from wsmooth_ext.training.keywords import derive_seed, train
 
 from conftest import wong_digits_model as _model
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from wsmooth_ext.models import ARCHS, build_model
+from wsmooth_ext.inputs.models import ARCHS, build_model
 
 
 def _n_params(model):

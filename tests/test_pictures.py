@@ -19,12 +19,12 @@ from wsmooth_ext.analysis.pictures import (attack_figure, attack_picture, load_a
                                            noise_samples, save_figure)
 from wsmooth_ext.analysis.pictures.scales import pixel_scale, stretch, unstretch
 from wsmooth_ext.attacks import WassersteinPGD
-from wsmooth_ext.checkpoint import save_checkpoint
+from wsmooth_ext.inputs.checkpoint import save_checkpoint
 from wsmooth_ext.cli import main
-from wsmooth_ext.data import load_dataset
+from wsmooth_ext.inputs.data import load_dataset
 from wsmooth_ext.runs.attack import attack_to_log
 from wsmooth_ext.runs.logfile import read_log
-from wsmooth_ext.wasserstein import transport_plan, wasserstein_distance
+from wsmooth_ext.core.wasserstein import transport_plan, wasserstein_distance
 
 from conftest import wong_digits_model
 

@@ -12,9 +12,9 @@ import textwrap
 import pytest
 import torch
 
-from wsmooth_ext.checkpoint import save_checkpoint
+from wsmooth_ext.inputs.checkpoint import save_checkpoint
 from wsmooth_ext.cli import build_parser, main
-from wsmooth_ext.models import build_model
+from wsmooth_ext.inputs.models import build_model
 from wsmooth_ext.runs import attack as attack_runner
 from wsmooth_ext.runs.logfile import LogBusyError, exclusive_output, open_log, read_log
 

@@ -8,9 +8,9 @@ from scipy import stats
 
 from wsmooth_ext import Smooth
 from wsmooth_ext.attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack, WassersteinPGD
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.smooth import ABSTAIN
-from wsmooth_ext.statistics import decide_look, min_samples_to_predict, sequential_looks
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.core.smooth import ABSTAIN
+from wsmooth_ext.core.statistics import decide_look, min_samples_to_predict, sequential_looks
 
 from test_smooth import CornerThreshold
 

@@ -9,7 +9,7 @@ from scipy.special import lambertw, wrightomega
 
 from wsmooth_ext.attacks import local_cost, log_local_operator, projected_sinkhorn, wright_omega
 from wsmooth_ext.attacks.sinkhorn import _local_sum_conv
-from wsmooth_ext.wasserstein import wasserstein_distance
+from wsmooth_ext.core.wasserstein import wasserstein_distance
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
@@ -173,7 +173,7 @@ def test_stops_only_when_mass_and_cost_constraints_hold_on_digits(eps):
     returned Z must have relative mass error ≤ tol, and an independent LP must find a windowed transport of
     X to Z (each renormalized) at cost ≤ ε(1 + 1e-3), up to the slack the renormalization may cost.
     """
-    from wsmooth_ext.data import load_dataset
+    from wsmooth_ext.inputs.data import load_dataset
 
     x, _ = load_dataset("mnist5k", "test")
     x = x[:4]

@@ -10,9 +10,9 @@ from torch import nn
 
 from wsmooth_ext import flow_noise, pixel_noise
 from wsmooth_ext import noises
-from wsmooth_ext.certificates import certified_radius
-from wsmooth_ext.smooth import ABSTAIN, CertifyRecord, Smooth
-from wsmooth_ext.statistics import clopper_pearson_lower
+from wsmooth_ext.core.certificates import certified_radius
+from wsmooth_ext.core.smooth import ABSTAIN, CertifyRecord, Smooth
+from wsmooth_ext.core.statistics import clopper_pearson_lower
 
 # The pure-tensor fallback warns once per device until the C++ kernel is built; expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:.*no compiled flow_noise kernel:RuntimeWarning")

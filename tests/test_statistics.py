@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from wsmooth_ext.statistics import (binomial_test_pvalue, clopper_pearson_lower, min_samples_to_certify,
+from wsmooth_ext.core.statistics import (binomial_test_pvalue, clopper_pearson_lower, min_samples_to_certify,
                                     min_samples_to_predict)
 
 

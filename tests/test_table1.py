@@ -33,8 +33,8 @@ def models(tmp_path_factory):
     import torch
 
     from conftest import wong_digits_model
-    from wsmooth_ext.data import load_dataset
-    from wsmooth_ext.train import train
+    from wsmooth_ext.inputs.data import load_dataset
+    from wsmooth_ext.training.keywords import train
 
     folder = tmp_path_factory.mktemp("models")
     x, y = load_dataset("digits", "train")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import wsmooth_ext
-from wsmooth_ext.checkpoint import load_checkpoint, load_training_state
-from wsmooth_ext.data import DATASETS, load_dataset
-from wsmooth_ext.train import derive_seed, evaluate, train
+from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state
+from wsmooth_ext.inputs.data import DATASETS, load_dataset
+from wsmooth_ext.training.keywords import derive_seed, evaluate, train
 
 from conftest import wong_digits_model as _model
 
@@ -171,12 +171,12 @@ def test_cli_train_help_states_units_and_defaults(capsys):
 
 
 def test_lazy_top_level_exports():
-    from wsmooth_ext.models import build_model as build
+    from wsmooth_ext.inputs.models import build_model as build
     assert wsmooth_ext.load_dataset is load_dataset and wsmooth_ext.build_model is build
 
 
 def test_augmentation_is_a_padded_crop_and_flip(digits):
-    from wsmooth_ext.train import augment_batch
+    from wsmooth_ext.training.keywords import augment_batch
     (x, _), _ = digits
     batch = x[:16]
     out = augment_batch(batch, torch.Generator().manual_seed(0), pad=2)

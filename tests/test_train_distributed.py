@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsmooth_ext.checkpoint import load_training_state
+from wsmooth_ext.inputs.checkpoint import load_training_state
 from wsmooth_ext.cli import main
-from wsmooth_ext.data import load_dataset
-from wsmooth_ext.distributed import DistContext
-from wsmooth_ext.models import build_model
-from wsmooth_ext.train import train
+from wsmooth_ext.inputs.data import load_dataset
+from wsmooth_ext.infra.distributed import DistContext
+from wsmooth_ext.inputs.models import build_model
+from wsmooth_ext.training.keywords import train
 
 pytestmark = pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning")
 
@@ -123,7 +123,7 @@ def test_batch_smaller_than_world_is_refused(monkeypatch, capsys, tmp_path):
     with pytest.raises(ValueError, match="batch_size 1 is smaller than the number of processes 2"):
         train(_initial_model(), x[:8], y[:8], noise="none", sigma=0, epochs=1, batch_size=1, progress=False,
               dist_ctx=DistContext(0, 2))
-    with pytest.raises(ValueError, match="dist_ctx must be a wsmooth_ext.distributed.DistContext"):
+    with pytest.raises(ValueError, match="dist_ctx must be a wsmooth_ext.infra.distributed.DistContext"):
         train(_initial_model(), x[:8], y[:8], noise="none", sigma=0, epochs=1, progress=False, dist_ctx=2)
     # the command refuses before joining any process group (torchrun's environment, rank 0 of 2)
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -135,7 +135,7 @@ def test_batch_smaller_than_world_is_refused(monkeypatch, capsys, tmp_path):
 
 def _initial_model():
     torch.manual_seed(0)  # as `wsmooth train --seed 0` builds it
-    from wsmooth_ext.data import DATASETS
+    from wsmooth_ext.inputs.data import DATASETS
     info = DATASETS["digits"]
     return build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, mean=info.mean, std=info.std)
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from wsmooth_ext.checkpoint import load_training_state
+from wsmooth_ext.inputs.checkpoint import load_training_state
 from wsmooth_ext.cli import main
-from wsmooth_ext.train import train
+from wsmooth_ext.training.keywords import train
 
 from conftest import wong_digits_model as _model
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import wsmooth_ext.training as training
-from wsmooth_ext.checkpoint import load_training_state
+from wsmooth_ext.inputs.checkpoint import load_training_state
 from wsmooth_ext.cli import main
-from wsmooth_ext.noises import add_noise
-from wsmooth_ext.train import derive_seed, train
+from wsmooth_ext.core.noises import add_noise
+from wsmooth_ext.training.keywords import derive_seed, train
 from wsmooth_ext.training import registry
 from wsmooth_ext.training.method import Batch, TrainingMethod
 from wsmooth_ext.training.params import hyper

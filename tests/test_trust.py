@@ -11,9 +11,9 @@ import torch
 import wsmooth_ext
 from wsmooth_ext import Smooth
 from wsmooth_ext.attacks import FlowAttack, FrankWolfeAttack, WassersteinPGD
-from wsmooth_ext.checkpoint import load_checkpoint, save_checkpoint
+from wsmooth_ext.inputs.checkpoint import load_checkpoint, save_checkpoint
 from wsmooth_ext.cli import main
-from wsmooth_ext.models import build_model
+from wsmooth_ext.inputs.models import build_model
 from wsmooth_ext.runs.attack import attack_to_log
 from wsmooth_ext.runs.certify import certify_to_log
 from wsmooth_ext.runs.logfile import read_log
@@ -101,7 +101,7 @@ def test_noise_ops_refuse_sigma_whose_samples_overflow(op, dtype):
 @pytest.mark.parametrize("shape", [(2, 1, 1, 5), (2, 3, 4, 1), (1, 1, 1, 1)])
 def test_pixel_noise_takes_images_one_pixel_wide(shape):
     # before: pixel_noise refused H or W of 1 ("flows live between pixels"), though pixel noise has no flows
-    from wsmooth_ext.reference import pixel_noise_reference
+    from wsmooth_ext.core.reference import pixel_noise_reference
 
     x = torch.rand(*shape, dtype=torch.float64) + 0.1
     out = wsmooth_ext.pixel_noise(x, 4, 0.2, seed=3)
@@ -271,8 +271,8 @@ def test_certify_batch_beyond_memory_is_refused(tmp_path, capsys):
 
 
 def test_help_states_every_range(capsys):
-    from wsmooth_ext.noises import MAX_SIGMA
-    from wsmooth_ext.ranges import RANGES
+    from wsmooth_ext.core.noises import MAX_SIGMA
+    from wsmooth_ext.infra.ranges import RANGES
 
     assert RANGES["sigma"].high == MAX_SIGMA
     for command in ("attack", "certify", "predict"):
@@ -291,7 +291,7 @@ def test_help_states_every_range(capsys):
 
 @pytest.mark.parametrize("word, expected", [("1e3", 1000), ("7", 7)])
 def test_integer_options_accept_whole_numbers_in_e_notation(word, expected):
-    from wsmooth_ext.ranges import RANGES
+    from wsmooth_ext.infra.ranges import RANGES
 
     assert RANGES["n_grad"].argparse_type()(word) == expected
     assert RANGES["n_grad"].contains(expected)
@@ -559,7 +559,7 @@ def test_soft_forward_with_a_step_is_a_pure_function_of_seed_key_and_step():
     torch.testing.assert_close(smooth.soft_forward(x[1:], 16, keys=keys[1:], step=4), first[1:], rtol=0, atol=0)
     assert not torch.equal(smooth.soft_forward(x, 16, keys=keys, step=5), first)
     # the samples are the documented ones: [step·n, (step+1)·n) of the soft range
-    from wsmooth_ext.noises import SOFT_SAMPLES
+    from wsmooth_ext.core.noises import SOFT_SAMPLES
 
     noisy = smooth._noisy(x, 16, SOFT_SAMPLES.start + 4 * 16, keys)
     expected = torch.softmax(smooth.base_classifier(noisy), dim=1).reshape(3, 16, 3).mean(dim=1)
@@ -570,7 +570,7 @@ def test_soft_forward_with_a_step_is_a_pure_function_of_seed_key_and_step():
 
 # ------------------------------------------------------------------------------------------ 11. box projection
 def _projection_case():
-    from wsmooth_ext.data import load_dataset
+    from wsmooth_ext.inputs.data import load_dataset
 
     x = load_dataset("digits", "test")[0][:6].double()
     torch.manual_seed(0)
@@ -594,7 +594,7 @@ def test_box_projection_keeps_mass_and_pixels_within_one():
     torch.testing.assert_close(pixels.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=1e-4, atol=0)
     assert bool((info["transport_cost"] <= eps * (1 + 1e-3)).all())
     # the exact W1 of the example (an LP, independent of the projection) is within the ball
-    from wsmooth_ext.wasserstein import wasserstein_distance
+    from wsmooth_ext.core.wasserstein import wasserstein_distance
 
     for b in range(x.shape[0]):
         w1 = wasserstein_distance(x[b], pixels[b], ground="l2", window=5, on_mismatch="rescale")

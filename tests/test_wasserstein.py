@@ -1,4 +1,4 @@
-"""Exact W1 (wsmooth_ext.wasserstein) against closed forms and independent LPs / assignments."""
+"""Exact W1 (wsmooth_ext.core.wasserstein) against closed forms and independent LPs / assignments."""
 
 import math
 
@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import wasserstein_distance as scipy_w1_1d
 
 import wsmooth_ext
-from wsmooth_ext.wasserstein import min_cost_flow, transport_lp, wasserstein_distance
+from wsmooth_ext.core.wasserstein import min_cost_flow, transport_lp, wasserstein_distance
 
 
 def cdf_distance(a, b):

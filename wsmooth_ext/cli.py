@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug: re-raise
-        from .distributed import PeerFailedError
+        from .infra.distributed import PeerFailedError
 
         if not isinstance(exc, (UserError, ValueError, OSError, PeerFailedError)):
             raise

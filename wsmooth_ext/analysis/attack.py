@@ -27,7 +27,7 @@ import numpy as np
 
 from ..runs.attack import ATTACK_HEADER
 from ..runs.logfile import read_log
-from ..smooth import ABSTAIN
+from ..core.smooth import ABSTAIN
 from .rows import check_log_rows
 from .tables import default_radius_grid, format_table, pct
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runs.logfile import read_log
-from ..smooth import ABSTAIN
+from ..core.smooth import ABSTAIN
 from .rows import check_log_rows
 from .tables import default_radius_grid, floor_sig, format_table, pct
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from ..ranges import MAX_RADIUS
-from ..smooth import ABSTAIN
+from ..infra.ranges import MAX_RADIUS
+from ..core.smooth import ABSTAIN
 
 # columns whose value describes the run, not the image: one value per log
 RUN_COLUMNS = ("n0", "n", "alpha", "certificate", "noise", "sigma", "seed", "model_sha256", "dataset", "split",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..ranges import RANGES, check_grown_radius, check_soft_samples
+from ..infra.ranges import RANGES, check_grown_radius, check_soft_samples
 
 
 @dataclass
@@ -78,7 +78,7 @@ class TargetAttack:
         self.success_test = success_test
 
     def _init_schedule(self, eps0, eps_factor, eps_every, max_iter):
-        # the stated ranges of the CLI options (wsmooth_ext.ranges): a radius the float32 iterates can hold
+        # the stated ranges of the CLI options (wsmooth_ext.infra.ranges): a radius the float32 iterates can hold
         self.eps0 = RANGES["eps0"].check(eps0, "eps0")
         self.eps_factor = RANGES["eps_factor"].check(eps_factor, "eps_factor")
         self.eps_every = _positive("eps_every", eps_every, integer=True)

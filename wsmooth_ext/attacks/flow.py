@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from ..flows import project_l1_ball
-from ..ops import divergence, divergence_adjoint
+from ..core.flows import project_l1_ball
+from ..core.ops import divergence, divergence_adjoint
 from .base import StateAttack, _positive
 
 ROUNDING = 1e-12  # float64 noise of the image tolerated (and set to the bound); more raises RuntimeError

@@ -15,7 +15,7 @@ def resolve_device(requested: str | None):
     import torch
 
     from ..cli import UserError
-    from ..distributed import context_from_env, device_for
+    from ..infra.distributed import context_from_env, device_for
 
     try:
         device = device_for(context_from_env(), requested)
@@ -37,8 +37,8 @@ def resolve_device(requested: str | None):
 
 def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_help: str) -> None:
     """CHECKPOINT, --arch and the dataset selection: shared by certify, predict and attack."""
-    from ..data import DATASETS
-    from ..models import ARCHS
+    from ..inputs.data import DATASETS
+    from ..inputs.models import ARCHS
 
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (wsmooth_ext or reference format)")
     parser.add_argument("--arch", choices=sorted(ARCHS), default=None,
@@ -50,7 +50,7 @@ def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_help: 
 
 def add_image_selection(parser) -> None:
     """--skip and --max-images: which images of the split (certify, predict, attack)."""
-    from ..ranges import ranged
+    from ..infra.ranges import ranged
 
     parser.add_argument("--skip", default=1, **ranged(parser, "skip", "use every skip-th image (default 1)"))
     parser.add_argument("--max-images", "--max", dest="max", default=None, metavar="M",
@@ -59,8 +59,8 @@ def add_image_selection(parser) -> None:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by certify and predict."""
-    from ..noises import NOISES, help_text
-    from ..ranges import ranged
+    from ..core.noises import NOISES, help_text
+    from ..infra.ranges import ranged
 
     add_model_and_data_arguments(parser, "dataset to evaluate on")
     parser.add_argument("--noise", default=None, choices=NOISES,
@@ -102,8 +102,8 @@ def check_positive(args, *names) -> None:
 
 def check_smoothing_options(args) -> None:
     """--alpha, --sigma, --seed and --noise/--certificate as far as they can be checked without the checkpoint."""
-    from .. import noises
-    from ..certificates import resolve_certificate
+    from ..core import noises
+    from ..core.certificates import resolve_certificate
     from ..cli import UserError
 
     if not 0.0 < args.alpha < 1.0:
@@ -136,22 +136,22 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     """
     import torch
 
-    from ..checkpoint import checkpoint_sha256, load_checkpoint
+    from ..inputs.checkpoint import checkpoint_sha256, load_checkpoint
     from ..cli import UserError
-    from ..data import load_dataset
-    from ..noises import CHECK_SAMPLES
+    from ..inputs.data import load_dataset
+    from ..core.noises import CHECK_SAMPLES
     from ..runs.logfile import check_new_output
-    from ..smooth import Smooth, check_vote_budget
+    from ..core.smooth import Smooth, check_vote_budget
 
-    from ..ranges import check_options
+    from ..infra.ranges import check_options
 
     check_options(args)  # every value in its stated range, named as typed
     check_positive(args, "n", "n0", "batch", "skip", "max")
     check_smoothing_options(args)
     check_vote_budget("--n0 + --samples" if args.n0 is not None else "--samples", args.n + (args.n0 or 0))
     if args.batch is not None:
-        from ..data import DATASETS
-        from ..ranges import check_values_at_once
+        from ..inputs.data import DATASETS
+        from ..infra.ranges import check_values_at_once
 
         try:
             check_values_at_once(args.batch, DATASETS[args.dataset].input_shape, "--batch")
@@ -174,7 +174,7 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
                      f"{noise} sigma {sigma}")
     if meta.get("dataset") not in (None, args.dataset):
         notes.append(f"note: the checkpoint was trained on {meta['dataset']}, evaluated on {args.dataset}")
-    from ..adversarial import describe_adversarial
+    from ..training.compat_adversarial import describe_adversarial
 
     adversarial = describe_adversarial(meta.get("train_args"))
     if adversarial:
@@ -190,15 +190,15 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
         raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects {expected}")
     indices = list(range(0, images.shape[0], args.skip))[:args.max]
     images = images.to(device)
-    if args.batch is None:  # the automatic chunk size (wsmooth_ext.smooth.auto_batch_size)
-        from ..smooth import auto_batch_size
+    if args.batch is None:  # the automatic chunk size (wsmooth_ext.core.smooth.auto_batch_size)
+        from ..core.smooth import auto_batch_size
 
         args.batch = auto_batch_size(images[:1])
     precision = getattr(args, "precision", "fp32")
     if args.jit:
         notes.append("note: --jit is deprecated (TorchScript is gone): it now means --compile")
     if (args.compile or args.jit) and indices:
-        from ..inference import compile_for_inference
+        from ..core.inference import compile_for_inference
 
         check = indices[:4]  # noisy samples of the first images, from the sample indices reserved for checks
         noisy = smooth._noisy(images[check], 500, CHECK_SAMPLES.start, torch.tensor(check, dtype=torch.int64))
@@ -207,7 +207,7 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
         notes.append(f"note: --compile: {chosen}; compiling and checking took {seconds:.1f} s (not in the "
                      "per-image times)")
     elif precision != "fp32":
-        from ..inference import with_precision
+        from ..core.inference import with_precision
 
         smooth.base_classifier = with_precision(smooth.base_classifier, precision)
     if precision != "fp32":

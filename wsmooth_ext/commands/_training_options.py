@@ -130,7 +130,7 @@ def _owner_phrase(keys: list[str]) -> str:
 
 
 def method_kwargs(args) -> dict:
-    """The keywords of :func:`wsmooth_ext.train.train` that the method options give."""
+    """The keywords of :func:`wsmooth_ext.training.keywords.train` that the method options give."""
     from ..training.registry import OPTIONS
 
     return {**{option: getattr(args, option) for option in OPTIONS}, **{k: getattr(args, k) for k in hyper_keys()}}

@@ -25,7 +25,7 @@ _LOG_PREFIX = "idx\tlabel\tpredict\t"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..ranges import RANGES
+    from ..infra.ranges import RANGES
 
     parser.epilog = EPILOG
     parser.add_argument("logs", nargs="+", metavar="LOG.tsv", help="certify, predict or attack logs")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis import (analyze_attack_logs, default_radius_grid, format_summary_table, plot_certified_accuracy,
                             summarize_certify_log)
     from ..cli import UserError
-    from ..ranges import RANGES
+    from ..infra.ranges import RANGES
     from ..runs.logfile import check_new_output
 
     if args.radii is not None:

@@ -65,8 +65,8 @@ SMOOTHED_DEFAULTS = {"n_grad": 128, "n_test": 10000, "alpha": 0.05, "success_tes
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..attacks import NORMS, PROJECTIONS
-    from ..noises import NOISES
-    from ..ranges import ranged
+    from ..core.noises import NOISES
+    from ..infra.ranges import ranged
     from ._common import add_image_selection, add_model_and_data_arguments
 
     parser.epilog = EPILOG
@@ -143,12 +143,12 @@ def _option(name: str) -> str:
 
 
 def _check_numbers(args) -> None:
-    """What argparse's range checks (wsmooth_ext.ranges) cannot see alone: options that apply only with
+    """What argparse's range checks (wsmooth_ext.infra.ranges) cannot see alone: options that apply only with
     --smoothed, the radius the schedule can grow to, memory, and a success test that can ever succeed."""
-    from .. import statistics
+    from ..core import statistics
     from ..cli import UserError
-    from ..data import DATASETS
-    from ..ranges import check_grown_radius, check_options, check_soft_samples, check_values_at_once
+    from ..inputs.data import DATASETS
+    from ..infra.ranges import check_grown_radius, check_options, check_soft_samples, check_values_at_once
 
     check_options(args)  # every value in its stated range, named as typed
     given = [name for name in SMOOTHED_DEFAULTS if getattr(args, name) is not None]
@@ -180,9 +180,9 @@ def _check_numbers(args) -> None:
 
 def _load_target(args, device):
     """(attack target, num_classes, settings, notes, input_shape) from the checkpoint and the options."""
-    from ..checkpoint import load_checkpoint
+    from ..inputs.checkpoint import load_checkpoint
     from ..cli import UserError
-    from ..smooth import Smooth
+    from ..core.smooth import Smooth
 
     model, meta = load_checkpoint(args.checkpoint, arch=args.arch, map_location="cpu")
     model = model.to(device).eval()
@@ -208,7 +208,7 @@ def _load_target(args, device):
                          f"{meta.get('sigma')}; smoothed with {noise} sigma {sigma}")
     if meta.get("dataset") not in (None, args.dataset):
         notes.append(f"note: the checkpoint was trained on {meta['dataset']}, attacked on {args.dataset}")
-    from ..adversarial import describe_adversarial
+    from ..training.compat_adversarial import describe_adversarial
 
     adversarial = describe_adversarial(meta.get("train_args"))
     if adversarial:
@@ -238,10 +238,10 @@ def build_attack(args, target):
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.attack import check_certified_vs_attack, format_check, read_certify_rows, summarize_attack_log
-    from ..checkpoint import checkpoint_sha256
+    from ..inputs.checkpoint import checkpoint_sha256
     from ..cli import UserError
-    from ..data import load_dataset
-    from ..distributed import all_part_paths, part_path
+    from ..inputs.data import load_dataset
+    from ..infra.distributed import all_part_paths, part_path
     from ..runs.attack import attack_to_log, merge_adversarial
     from ..runs.logfile import check_new_output
     from ..runs.sharded import run_sharded

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default="1,1,28,28", help="image batch B,C,H,W (default 1,1,28,28)")
     parser.add_argument("--samples", type=int, default=10000, help="samples per image (default 10000)")
     parser.add_argument("--sigma", type=float, default=0.01, help="noise std, mass-normalized units (default 0.01)")
-    from ..noises import NOISES
+    from ..core.noises import NOISES
 
     parser.add_argument("--noise", choices=NOISES, default="flow-laplace", help="noise family (default flow-laplace)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils import benchmark
 
-    from .. import noises
+    from ..core import noises
     from ..cli import UserError
-    from ..ops import has_kernel, kernel_info
+    from ..core.ops import has_kernel, kernel_info
     from ._common import resolve_device
 
     shape = _parse_shape(args.shape)

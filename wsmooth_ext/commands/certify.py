@@ -31,8 +31,8 @@ example:  wsmooth certify model.pt --dataset mnist5k --n0 100 --samples 1000 --m
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..certificates import CERTIFICATES
-    from ..ranges import ranged
+    from ..core.certificates import CERTIFICATES
+    from ..infra.ranges import ranged
     from ._common import add_common_arguments
 
     parser.epilog = EPILOG

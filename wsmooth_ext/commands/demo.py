@@ -70,7 +70,7 @@ def derive_log(src: Path, dst: Path, certificate: str) -> None:
     Certifying once and deriving the second log keeps the two certificates on identical samples, so the
     comparison isolates the certificate. The file is rebuilt from scratch each time (it is cheap).
     """
-    from ..certificates import certified_radius
+    from ..core.certificates import certified_radius
     from ..runs.logfile import format_field, read_log, write_atomic
 
     columns, rows = read_log(src)
@@ -96,7 +96,7 @@ def _outputs(out: Path, sigma: float) -> list[Path]:
 
 def _trained_epochs(ckpt: Path) -> int:
     """Epochs already in a demo checkpoint (0 if there is none)."""
-    from ..checkpoint import load_training_state
+    from ..inputs.checkpoint import load_training_state
 
     if not ckpt.exists():
         return 0
@@ -117,16 +117,16 @@ def _table(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import noises
+    from ..core import noises
     from ..analysis.certify import format_summary_table, plot_certified_accuracy, summarize_certify_log
     from ..analysis.tables import floor_sig
     from ..cli import UserError
     from ..runs.certify import certify_to_log
-    from ..smooth import check_vote_budget
-    from ..data import DATASETS, load_dataset
-    from ..models import build_model
-    from ..smooth import Smooth
-    from ..train import train
+    from ..core.smooth import check_vote_budget
+    from ..inputs.data import DATASETS, load_dataset
+    from ..inputs.models import build_model
+    from ..core.smooth import Smooth
+    from ..training.keywords import train
 
     for name in ("epochs", "num_certify", "n0", "n", "batch_size"):
         if getattr(args, name) < 1:

@@ -25,7 +25,7 @@ example:  wsmooth predict model.pt --dataset mnist5k --samples 1000 --max-images
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     add_common_arguments(parser)
-    from ..ranges import ranged
+    from ..infra.ranges import ranged
 
     parser.add_argument("--samples", "--n", dest="n", default=10000, **ranged(parser, "n", "samples per image (default 10000)"))
     parser.set_defaults(n0=None)

@@ -70,9 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..analysis.pictures.attack import DEFAULT_ARROWS, MAX_EXAMPLES, SORT_KEYS
     from ..analysis.pictures.noise import MAX_IMAGES, MAX_SAMPLES
     from ..cli import UNITS
-    from ..data import DATASETS
-    from ..models import ARCHS
-    from ..noises import NOISES
+    from ..inputs.data import DATASETS
+    from ..inputs.models import ARCHS
+    from ..core.noises import NOISES
 
     sub = parser.add_subparsers(dest="picture", metavar="PICTURE", required=True)
     noise = sub.add_parser("noise", help=NOISE_HELP, description=NOISE_HELP + "\n\n" + UNITS, epilog=NOISE_EPILOG,
@@ -125,8 +125,8 @@ def run_noise(args: argparse.Namespace) -> int:
     from ..analysis.pictures import check_output, noise_grid, save_figure
     from ..analysis.pictures.noise import MAX_IMAGES, MAX_SAMPLES
     from ..cli import UserError
-    from ..data import load_dataset
-    from ..noises import check_sigma
+    from ..inputs.data import load_dataset
+    from ..core.noises import check_sigma
 
     out = check_output(args.out, args.overwrite)
     indices = [i for group in args.indices for i in group]
@@ -164,7 +164,7 @@ def run_noise(args: argparse.Namespace) -> int:
 
 def _load_model(args):
     """(model in eval mode on the CPU, the input shape it records or None)."""
-    from ..checkpoint import load_checkpoint
+    from ..inputs.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(args.checkpoint, arch=args.arch, map_location="cpu")
     if meta.get("dataset") not in (None, args.dataset):

@@ -55,10 +55,10 @@ example:  wsmooth train --dataset mnist5k --noise flow-laplace --sigma 0.01 --ep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..data import DATASETS
-    from ..models import ARCHS
-    from ..noises import TRAINING_NOISES, help_text
-    from ..train import OPTIMIZERS
+    from ..inputs.data import DATASETS
+    from ..inputs.models import ARCHS
+    from ..core.noises import TRAINING_NOISES, help_text
+    from ..training.keywords import OPTIMIZERS
 
     parser.epilog = EPILOG
     parser.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS), help="dataset (default mnist5k)")
@@ -97,8 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import UserError
-    from ..data import DATASETS
-    from ..distributed import context_from_env
+    from ..inputs.data import DATASETS
+    from ..infra.distributed import context_from_env
     from ..runs.logfile import exclusive_output
     from ._common import resolve_device
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_arguments(args) -> None:
-    from .. import noises
+    from ..core import noises
     from ..cli import UserError
     from ..runs.logfile import check_new_output
     from ._training_options import check_method_options
@@ -141,10 +141,10 @@ def _check_arguments(args) -> None:
 def _train(args, info, arch, ctx, device) -> int:
     import torch
 
-    from ..data import load_dataset
-    from ..distributed import barrier, init_process_group, shutdown
-    from ..models import build_model
-    from ..train import train
+    from ..inputs.data import load_dataset
+    from ..infra.distributed import barrier, init_process_group, shutdown
+    from ..inputs.models import build_model
+    from ..training.keywords import train
     from ._training_options import method_kwargs
 
     train_x, train_y = load_dataset(args.dataset, "train", args.data_dir, args.download)

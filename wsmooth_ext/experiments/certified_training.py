@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from ..certificates import CERTIFICATES
-from ..noises import NOISES, help_text
-from ..train import METHODS
+from ..core.certificates import CERTIFICATES
+from ..core.noises import NOISES, help_text
+from ..training.keywords import METHODS
 from . import _checks, options
 from .engine import Experiment, Report
 from .options import ARCH, Option
@@ -36,7 +36,7 @@ def _stem(method: str, sigma: float) -> str:
 
 
 def _sigmas(name, values) -> tuple:
-    from .. import noises
+    from ..core import noises
 
     sigmas = tuple(noises.check_sigma(sigma, "--sigmas: each sigma") for sigma in values)
     if not sigmas:
@@ -63,8 +63,8 @@ OPTIONS = (
 def _check(s):
     import dataclasses
 
-    from ..certificates import resolve_certificate
-    from ..smooth import check_vote_budget
+    from ..core.certificates import resolve_certificate
+    from ..core.smooth import check_vote_budget
 
     try:
         certificate = resolve_certificate(s.noise, s.certificate)

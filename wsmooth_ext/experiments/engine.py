@@ -137,7 +137,7 @@ def _spell(experiment: Experiment) -> Callable[[str, Any], str]:
 def load_data(experiment: Experiment, s, data_dir, needs_train: bool) -> Data:
     """The held-out images the experiment evaluates (the first ``max_images``, every ``skip``-th where the
     experiment has that setting) and, when a run trains, the training images (the first ``train_size``)."""
-    from ..data import DATASETS, load_dataset
+    from ..inputs.data import DATASETS, load_dataset
 
     train = load_dataset(s.dataset, "train", data_dir) if needs_train else None
     test_x, test_y = load_dataset(s.dataset, experiment.split, data_dir)
@@ -167,7 +167,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
     """
     import torch
 
-    from ..checkpoint import checkpoint_sha256
+    from ..inputs.checkpoint import checkpoint_sha256
     from ..runs.logfile import exclusive_output, write_atomic
 
     log = log or (lambda line: print(line, flush=True))

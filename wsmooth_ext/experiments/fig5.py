@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from ..adversarial import UNITS
+from ..training.compat_adversarial import UNITS
 from . import _checks, options
 from .engine import Experiment, Report
 from .options import ARCH, Option
@@ -55,8 +55,8 @@ OPTIONS = (
 
 
 def _check(s):
-    from ..ranges import check_grown_radius, check_soft_samples
-    from ..smooth import check_vote_budget
+    from ..infra.ranges import check_grown_radius, check_soft_samples
+    from ..core.smooth import check_vote_budget
 
     check_vote_budget("--n-test", s.n_test)
     check_grown_radius(s.eps0, s.eps_factor, s.max_iter, s.eps_every)  # the limits `wsmooth attack` checks

@@ -15,8 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from ..ranges import RANGES
-from ..train import OPTIMIZERS
+from ..infra.ranges import RANGES
+from ..training.keywords import OPTIMIZERS
 from . import _checks
 from ._folder import format_value
 
@@ -99,7 +99,7 @@ def checkpoint_file(name, value):
 
 
 def sigma(name, value) -> float:
-    from .. import noises
+    from ..core import noises
 
     return float(noises.check_sigma(value, _checks.option(name)))
 

@@ -3,7 +3,7 @@ checkpoint) and what is run on it (:class:`Certify`, :class:`Predict`, :class:`A
 
 Every step is a small frozen dataclass holding its settings and one method the engine calls; a step redoes
 nothing that is finished (a checkpoint with all its epochs, a log with all its rows) and continues what is not,
-through the resume rules of :func:`wsmooth_ext.train.train` and :mod:`wsmooth_ext.runs`. Each writes exactly what
+through the resume rules of :func:`wsmooth_ext.training.keywords.train` and :mod:`wsmooth_ext.runs`. Each writes exactly what
 the matching ``wsmooth`` command writes with the same settings (``wsmooth train``, ``certify``, ``predict``,
 ``attack``), so a step's file can be checked against that command.
 """
@@ -23,7 +23,7 @@ class Data:
     it evaluates (``indices`` into ``test_x``)."""
 
     dataset: str
-    info: Any  # wsmooth_ext.data.DatasetInfo
+    info: Any  # wsmooth_ext.inputs.data.DatasetInfo
     test_x: Any
     test_y: Any
     indices: list
@@ -61,14 +61,14 @@ class Model:
 
 
 def _eval_ready(net, checkpoint: Path, ctx: Context):
-    from ..checkpoint import checkpoint_sha256
+    from ..inputs.checkpoint import checkpoint_sha256
 
     return net.to(ctx.device).eval(), checkpoint_sha256(checkpoint)
 
 
 def trained_epochs(path: Path) -> int:
     """Epochs done in a checkpoint written by train; 0 if there is none yet."""
-    from ..checkpoint import load_training_state
+    from ..inputs.checkpoint import load_training_state
 
     if not path.exists():
         return 0
@@ -82,7 +82,7 @@ def trained_epochs(path: Path) -> int:
 class Train:
     """A model trained here exactly as ``wsmooth train`` would (the same initial weights, call and checkpoint
     ``NAME.pt``): the experiment's training settings (:data:`~.options.TRAINING`) plus ``kwargs`` for
-    :func:`wsmooth_ext.train.train` (noise, sigma, method, adversarial training ...)."""
+    :func:`wsmooth_ext.training.keywords.train` (noise, sigma, method, adversarial training ...)."""
 
     name: str  # the checkpoint is NAME.pt
     label: str  # how progress lines name the run
@@ -92,8 +92,8 @@ class Train:
     def obtain(self, ctx: Context, tag: str) -> Model:
         import torch
 
-        from .. import train as training  # looked up on every call: tests interrupt it
-        from ..models import build_model
+        from ..training import keywords as training  # looked up on every call: tests interrupt it
+        from ..inputs.models import build_model
 
         s, data = ctx.settings, ctx.data
         ckpt = ctx.out / f"{self.name}.pt"
@@ -122,7 +122,7 @@ class Train:
 
 @dataclass(frozen=True)
 class Given:
-    """A checkpoint the user gives (any format :func:`wsmooth_ext.checkpoint.load_checkpoint` reads). The engine
+    """A checkpoint the user gives (any format :func:`wsmooth_ext.inputs.checkpoint.load_checkpoint` reads). The engine
     loads and checks it before any work and records its SHA-256, so ``--resume`` refuses a changed file."""
 
     name: str
@@ -133,7 +133,7 @@ class Given:
 
     def load(self, data: Data):
         """(nn.Module, metadata), checked against the experiment's images and noise (one-line errors)."""
-        from ..checkpoint import load_checkpoint
+        from ..inputs.checkpoint import load_checkpoint
 
         where = f"{self.option} {self.path}"
         net, meta = load_checkpoint(self.path, map_location="cpu")
@@ -182,12 +182,12 @@ class _LogStep:
         return path
 
     def _smooth(self, model: Model, ctx: Context, **kwargs):
-        from ..smooth import Smooth
+        from ..core.smooth import Smooth
 
         return Smooth(model.net, ctx.data.info.num_classes, self.sigma, noise=self.noise, seed=self.seed, **kwargs)
 
     def _batch(self, images) -> int:
-        from ..smooth import auto_batch_size
+        from ..core.smooth import auto_batch_size
 
         return self.batch or auto_batch_size(images[:1])
 
@@ -316,7 +316,7 @@ class Attack(_LogStep):
 
     def write(self, ctx, model, path, identity):
         from ..runs.attack import attack_to_log  # looked up on every call: tests interrupt it
-        from ..smooth import Smooth
+        from ..core.smooth import Smooth
 
         s = self.smoothing
         target = (Smooth(model.net, ctx.data.info.num_classes, s["sigma"], noise=s["noise"], seed=s["seed"])

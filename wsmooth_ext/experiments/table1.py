@@ -106,7 +106,7 @@ def _plan(s, extras) -> list:
 def tight_median(certify_log, noise: str, sigma: float):
     """Median over all images of the tight certificate's radius from each row's p_lower (wrong or abstained: −inf);
     None when fewer than half are certified correct (the rule of :func:`analysis.certify.summarize_certify_log`)."""
-    from ..certificates import certified_radius
+    from ..core.certificates import certified_radius
     from ..runs.logfile import read_log
 
     rows = read_log(certify_log)[1]
@@ -118,7 +118,7 @@ def tight_median(certify_log, noise: str, sigma: float):
 
 def _interval(percent: float, n: int) -> tuple[float, float]:
     """Two-sided 95% Clopper–Pearson interval (%) of an accuracy of ``percent`` over ``n`` images."""
-    from ..statistics import clopper_pearson_lower
+    from ..core.statistics import clopper_pearson_lower
 
     k = round(percent * n / 100)
     return 100 * clopper_pearson_lower(k, n, 0.025), 100 * (1 - clopper_pearson_lower(n - k, n, 0.025))

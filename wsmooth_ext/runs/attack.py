@@ -1,7 +1,7 @@
 """Runner of a Wasserstein attack over a dataset: one log row per image, plus (optionally) the images themselves.
 
 Each row records the clean and adversarial predictions, the nominal radius, and the exact W1 distances of the
-returned example (linear programs, :mod:`wsmooth_ext.wasserstein`). The optional tensor file ``save_adv``
+returned example (linear programs, :mod:`wsmooth_ext.core.wasserstein`). The optional tensor file ``save_adv``
 holds ``{"clean", "adv", "idx"}`` with rows aligned to the log.
 
 Commit order keeps every state resumable: after each batch the tensor file is replaced first (atomically, so
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import save_torch_file
-from ..progress import progress_bar
+from ..inputs.checkpoint import save_torch_file
+from ..infra.progress import progress_bar
 from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, log_for_run, read_log
 
 ATTACK_HEADER = ("idx", "label", "predict", "radius", "w1", "success", "time")
@@ -67,7 +67,7 @@ def merge_adversarial(save_adv: Path, parts: list[Path], indices: list[int]) -> 
 
 def example_distances(clean: torch.Tensor, adv: torch.Tensor) -> tuple[float, float, float, float]:
     """(W1 with L2 ground, W1 with L1 ground, relative mass change, channel-share gap) of one example."""
-    from ..wasserstein import wasserstein_distance
+    from ..core.wasserstein import wasserstein_distance
 
     s_clean, s_adv = float(clean.sum()), float(adv.sum())
     share_c = clean.sum(dim=(1, 2)).double() / s_clean

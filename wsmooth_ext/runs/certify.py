@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..progress import progress_bar
-from ..smooth import Smooth, _check_int, check_vote_budget
-from ..statistics import _check_alpha
+from ..infra.progress import progress_bar
+from ..core.smooth import Smooth, _check_int, check_vote_budget
+from ..core.statistics import _check_alpha
 from .logfile import (CERTIFY_COLUMNS, PREDICT_COLUMNS, append_rows, format_field, identity_settings, log_for_run,
                       parse_field)
 

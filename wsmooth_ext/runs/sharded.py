@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..distributed import (DistContext, PeerFailedError, all_part_paths, barrier, context_from_env,
+from ..infra.distributed import (DistContext, PeerFailedError, all_part_paths, barrier, context_from_env,
                            init_process_group, part_path, shard, shutdown)
 from .logfile import merge_part_logs
 

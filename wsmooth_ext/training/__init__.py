@@ -16,6 +16,7 @@ from .loop import train_loop
 from .method import Batch, TrainingMethod
 from .params import hyper
 from .registry import METHODS, OPTIONS, choose, describe_training
+from .keywords import train  # noqa: E402  the keyword interface (README), after what it builds on
 
 __all__ = ["Batch", "METHODS", "OPTIMIZERS", "OPTIONS", "TrainConfig", "TrainingMethod", "choose",
-           "describe_training", "evaluate", "hyper", "train_loop"]
+           "describe_training", "evaluate", "hyper", "train", "train_loop"]

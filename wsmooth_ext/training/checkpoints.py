@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import load_training_state, save_checkpoint
+from ..inputs.checkpoint import load_training_state, save_checkpoint
 
 
 def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, legacy: dict, device: torch.device,

@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import noises
-from ..distributed import DistContext
+from ..core import noises
+from ..infra.distributed import DistContext
 from .method import TrainingMethod
 
 OPTIMIZERS = ("sgd", "adam")
@@ -23,7 +23,7 @@ RESUME_FIXED = ("noise", "sigma", "lr", "batch_size", "seed", "momentum", "weigh
 
 @dataclass
 class TrainConfig:
-    """The settings of :func:`wsmooth_ext.train.train` other than the method (see its docstring)."""
+    """The settings of :func:`wsmooth_ext.training.keywords.train` other than the method (see its docstring)."""
 
     noise: str
     sigma: float
@@ -110,7 +110,7 @@ def check_run(c: TrainConfig) -> None:
         raise ValueError("resume=True needs checkpoint_path")
     if c.dist_ctx is not None:
         if not isinstance(c.dist_ctx, DistContext):
-            raise ValueError(f"dist_ctx must be a wsmooth_ext.distributed.DistContext, got {type(c.dist_ctx).__name__}")
+            raise ValueError(f"dist_ctx must be a wsmooth_ext.infra.distributed.DistContext, got {type(c.dist_ctx).__name__}")
         if c.dist_ctx.enabled and c.batch_size < c.dist_ctx.world_size:
             # every global batch would leave a process without a single example: surely a mistake
             raise ValueError(f"batch_size {c.batch_size} is smaller than the number of processes "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..distributed import DistContext, init_process_group
+from ..infra.distributed import DistContext, init_process_group
 
 
 def join_group(ctx: DistContext, device: torch.device) -> None:

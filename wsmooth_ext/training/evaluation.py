@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..noises import add_noise
+from ..core.noises import add_noise
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -27,8 +27,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from .. import noises
-from ..progress import progress_bar
+from ..core import noises
+from ..infra.progress import progress_bar
 from . import registry
 from .augment import AUGMENT_PAD, apply_augmentation, draw_augmentation
 from .checkpoints import resume_if_present, save_epoch
@@ -67,7 +67,7 @@ def train_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
                method: TrainingMethod, params) -> list[dict]:
     """Train ``model`` in place with ``method`` (hyper-parameters ``params``) under ``config``; the history
     (one row per epoch, resumed rows included). Arguments are checked by the caller
-    (:func:`wsmooth_ext.train.train`)."""
+    (:func:`wsmooth_ext.training.keywords.train`)."""
     ctx = config.ctx
     log = config.log or (lambda line: print(line, flush=True))
     if not ctx.is_main:  # one copy of every line, from rank 0

@@ -1,4 +1,4 @@
-"""The training-method registry, the way :data:`wsmooth_ext.noises.FAMILIES` holds the noise families.
+"""The training-method registry, the way :data:`wsmooth_ext.core.noises.FAMILIES` holds the noise families.
 
 :data:`METHODS` maps each name to its :class:`~.method.TrainingMethod`; adding a method is its module and one
 line here. Each method is selected by one of the :data:`OPTIONS` (``train(method=...)`` /

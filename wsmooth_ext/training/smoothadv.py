@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..flows import apply_flow, flow_gradient, flow_l1_norm, nonnegative_step, project_l1_ball, zero_flow
+from ..core.flows import apply_flow, flow_gradient, flow_l1_norm, nonnegative_step, project_l1_ball, zero_flow
 from .common import noise_loss, noisy_logits, num_noise, smoothed_cross_entropy
 from .method import Batch, TrainingMethod
 from .params import BIG, RADIUS_MAX, hyper

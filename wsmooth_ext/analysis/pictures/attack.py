@@ -1,7 +1,7 @@
 """Adversarial examples as pictures: clean | adversarial | signed difference, with the optimal transport plan.
 
 The images are the tensors ``wsmooth attack --save-adv`` wrote (rows aligned with the log by ``idx``); the
-distance and the arrows come from the exact W1 linear program of :mod:`wsmooth_ext.wasserstein` (L2 ground
+distance and the arrows come from the exact W1 linear program of :mod:`wsmooth_ext.core.wasserstein` (L2 ground
 metric, each image divided by its own mass, colour channels matched as the attack log's ``w1`` column is),
 so the W1 in a panel's title is the cost Σ mass·length of the plan whose moves the arrows draw.
 """
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ...runs.attack import load_adversarial
-from ...smooth import ABSTAIN
-from ...wasserstein import TransportPlan, transport_plan
+from ...core.smooth import ABSTAIN
+from ...core.wasserstein import TransportPlan, transport_plan
 from ..attack import read_attack_log
 from .layout import wrap_to_width
 from .scales import difference_scale, displayed, pixel_scale, pixel_scale_label, pixel_ticks, value_range

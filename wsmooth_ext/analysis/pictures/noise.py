@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 import torch
 
-from ... import noises
+from ...core import noises
 from .layout import wrap_to_width
 from .scales import displayed, pixel_scale, pixel_scale_label, pixel_ticks, value_range
 

@@ -12,7 +12,7 @@ import os
 import time
 from importlib import import_module
 
-from ...ranges import RANGES
+from ...infra.ranges import RANGES
 
 DATA_ENV = "WSMOOTH_DATA"  # where --data-dir defaults to, the way torchvision users set a root once
 

@@ -6,11 +6,11 @@ Everything here derives from :data:`wsmooth_ext.training.METHODS`.
 
 from __future__ import annotations
 
-from .training.adversarial import (EPS_START_FRACTION, UNITS, Adversary, adversarial_epsilon,
+from .adversarial import (EPS_START_FRACTION, UNITS, Adversary, adversarial_epsilon,
                                    describe_adversarial)
-from .training.params import specs
-from .training.registry import METHODS as _REGISTRY
-from .training.registry import NONE, group_keys, record, select
+from .params import specs
+from .registry import METHODS as _REGISTRY
+from .registry import NONE, group_keys, record, select
 
 __all__ = ["ADVERSARIAL", "ADVERSARIAL_DEFAULTS", "ATTACK_PARAMS", "EPS_START_FRACTION", "Adversary",
            "LEGACY_ADVERSARIAL", "UNITS", "adversarial_epsilon", "adversarial_settings", "describe_adversarial",

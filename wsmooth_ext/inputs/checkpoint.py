@@ -6,7 +6,7 @@ so ``torch.load(weights_only=True)`` reads it without running any pickled code::
     {"format": "wsmooth_ext.checkpoint",
      "format_version": 1,
      "metadata": {"arch", "dataset", "num_classes", "input_shape" [C, H, W],
-                  "noise" ("none" | a family of wsmooth_ext.noises | None = unknown),
+                  "noise" ("none" | a family of wsmooth_ext.core.noises | None = unknown),
                   "sigma" (float, mass-normalized units, or None), "normalization": {"mean": [...], "std": [...]},
                   "train_args": {...}, "version" (wsmooth_ext.__version__), "format_version": 1, ...},
      "state_dict": model.state_dict(),
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .models import ARCHS, build_model
-from .noises import TRAINING_NOISES as NOISES
+from ..core.noises import TRAINING_NOISES as NOISES
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "NOISES", "save_checkpoint", "load_checkpoint", "read_checkpoint",
            "load_training_state", "checkpoint_sha256"]
@@ -76,7 +76,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
     in ``metadata`` or on the model: ``arch``. ``noise`` must be one of ``NOISES`` or None.
     ``training_state`` (optimizer state, epoch, history) is what ``train(..., resume=True)`` continues from.
     """
-    from . import __version__
+    from .. import __version__
 
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")

@@ -1,7 +1,7 @@
 """Certified Wasserstein radii from a lower bound on the top class's probability .
 
 Which certificates a noise family admits, its λ(σ) and the ρ₁ → W1 factors come from the noise registry
-(:mod:`wsmooth_ext.noises`); the formulas for ρ₁ live here. Derivations: ``docs/math.md`` §Certificates.
+(:mod:`wsmooth_ext.core.noises`); the formulas for ρ₁ live here. Derivations: ``docs/math.md`` §Certificates.
 
 ρ₁ is the certified L1 radius in the *noise space* (the edge flows δ for flow noise, the normalized
 pixels x/s for pixel noise); λ is the noise scale (Laplace λ = σ/√2, uniform half-width λ = √3·σ):
@@ -83,7 +83,7 @@ def certified_radius(p_lower: float, sigma: float, noise: str, certificate: str 
     Args:
         p_lower: a lower bound on the smoothed probability of the predicted class, in [0, 1].
         sigma: per-coordinate standard deviation of the smoothing noise (> 0).
-        noise: a family of ``wsmooth_ext.noises.NOISES``.
+        noise: a family of ``wsmooth_ext.core.noises.NOISES``.
         certificate: "tight", "paper", "uniform", or None for the strongest valid one for ``noise``.
         ground: ground metric of the Wasserstein distance, "l2" (Wong et al.'s threat model) or "l1".
 

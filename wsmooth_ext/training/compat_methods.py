@@ -6,13 +6,13 @@ Everything here derives from :data:`wsmooth_ext.training.METHODS`; the losses li
 
 from __future__ import annotations
 
-from .training.common import MAX_NUM_NOISE, noise_loss, smoothed_cross_entropy
-from .training.consistency import consistency_loss
-from .training.macer import macer_loss, macer_radius
-from .training.params import specs
-from .training.registry import METHODS as _REGISTRY
-from .training.registry import group_keys, record, select
-from .training.smoothadv import smoothadv_epsilon, smoothadv_perturb
+from .common import MAX_NUM_NOISE, noise_loss, smoothed_cross_entropy
+from .consistency import consistency_loss
+from .macer import macer_loss, macer_radius
+from .params import specs
+from .registry import METHODS as _REGISTRY
+from .registry import group_keys, record, select
+from .smoothadv import smoothadv_epsilon, smoothadv_perturb
 
 __all__ = ["DEFAULT_NUM_NOISE", "LEGACY_SETTINGS", "MAX_NUM_NOISE", "METHODS", "METHOD_DEFAULTS",
            "consistency_loss", "macer_loss", "macer_radius", "method_settings", "noise_loss", "smoothadv_epsilon",
@@ -34,7 +34,7 @@ LEGACY_SETTINGS = {k: v for k, v in record(_OWN["noise"], _OWN["noise"].params()
 def method_settings(method: str = "noise", **params) -> dict:
     """The validated settings of ``method``: {"method", "num_noise", ...every hyper-parameter}, with defaults
     filled in for the ones the method uses and None for the others (given values it does not use are
-    ignored here; :func:`wsmooth_ext.train.train` refuses them). ValueError on anything invalid."""
+    ignored here; :func:`wsmooth_ext.training.keywords.train` refuses them). ValueError on anything invalid."""
     names = [m.name for m in _REGISTRY.values() if m.option == "method"]
     if method not in names:
         raise ValueError(f"method must be one of {names}, got {method!r}")

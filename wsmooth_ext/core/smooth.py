@@ -2,7 +2,7 @@
 
 ``Smooth`` wraps a base classifier (an ``nn.Module`` mapping [N, C, H, W] pixels in [0, 1] to logits). The
 smoothed classifier returns the class the base classifier most likely outputs on a noisy copy of the
-image, with noise of a family of the registry (:mod:`wsmooth_ext.noises`) drawn by the fused op (:func:`wsmooth_ext.flow_noise` /
+image, with noise of a family of the registry (:mod:`wsmooth_ext.core.noises`) drawn by the fused op (:func:`wsmooth_ext.flow_noise` /
 :func:`wsmooth_ext.pixel_noise`).
 
 Randomness: every image is identified in the counter-based RNG by a key — use its dataset index — so the
@@ -14,12 +14,12 @@ procedures use disjoint ranges of sample indices, so their draws are independent
 * ``soft_forward``: samples of ``noises.SOFT_SAMPLES``, [step·n, (step + 1)·n) for an attack's iteration
   ``step`` (a pure function of (seed, key, step)), or fresh ones on every call without a step.
 
-The ranges are reserved in :mod:`wsmooth_ext.noises`.
+The ranges are reserved in :mod:`wsmooth_ext.core.noises`.
 
 Counting runs under ``torch.inference_mode`` in chunks of at most ``batch_size`` noisy images (None: the
 automatic size of :func:`auto_batch_size`); class counts come from ``bincount`` on the images' device and reach
 the host once per call. The base classifier runs on the images' device; put it in eval mode. Faster base
-classifiers (compiled, reduced precision): :mod:`wsmooth_ext.inference`.
+classifiers (compiled, reduced precision): :mod:`wsmooth_ext.core.inference`.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Smooth:
         base_classifier: ``nn.Module`` mapping [N, C, H, W] images in [0, 1] to logits [N, num_classes].
         num_classes: number of classes (the width of the base classifier's output).
         sigma: per-coordinate noise standard deviation, mass-normalized units, in (0, noises.MAX_SIGMA].
-        noise: a family of ``wsmooth_ext.noises.NOISES``: "flow-laplace" (the paper's), "flow-uniform",
+        noise: a family of ``wsmooth_ext.core.noises.NOISES``: "flow-laplace" (the paper's), "flow-uniform",
             "pixel-laplace" (the paper's baseline) or "pixel-uniform".
         certificate: "tight", "paper" or "uniform"; None → the strongest valid one for ``noise``.
         seed: seed of the counter-based RNG, 0 <= seed < 2**63.

@@ -15,17 +15,17 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .distributed import DistContext
-from .methods import METHODS
-from .noises import add_noise
-from .training import config as _config
-from .training.augment import AUGMENT_PAD, augment_batch
-from .training.config import OPTIMIZERS, TrainConfig
-from .training.evaluation import evaluate
-from .training.loop import train_loop
-from .training.registry import choose
-from .training.seeds import STREAM_SHUFFLE as _STREAM_SHUFFLE  # noqa: F401 - imported from here by tests
-from .training.seeds import derive_seed
+from ..infra.distributed import DistContext
+from .compat_methods import METHODS
+from ..core.noises import add_noise
+from . import config as _config
+from .augment import AUGMENT_PAD, augment_batch
+from .config import OPTIMIZERS, TrainConfig
+from .evaluation import evaluate
+from .loop import train_loop
+from .registry import choose
+from .seeds import STREAM_SHUFFLE as _STREAM_SHUFFLE  # noqa: F401 - imported from here by tests
+from .seeds import derive_seed
 
 __all__ = ["AUGMENT_PAD", "METHODS", "OPTIMIZERS", "add_noise", "augment_batch", "derive_seed", "evaluate", "train"]
 
@@ -79,7 +79,7 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     ``method_params``: hyper-parameters of a method registered in :data:`wsmooth_ext.training.METHODS`
     beyond those named above (each method's dataclass says which it has, with defaults and ranges).
 
-    ``dist_ctx`` (from :func:`wsmooth_ext.distributed.context_from_env`, under torchrun): data-parallel
+    ``dist_ctx`` (from :func:`wsmooth_ext.infra.distributed.context_from_env`, under torchrun): data-parallel
     training with DistributedDataParallel; every rank calls ``train`` with the same arguments and the same
     initial weights. It joins the process group (gloo on CPU, NCCL on GPU) unless the caller already has;
     leaving it is the caller's job. Each global batch is split across the ranks (see the module docstring),

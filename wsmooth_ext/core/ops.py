@@ -18,7 +18,7 @@ import torch
 from . import reference
 
 try:  # The compiled library registers the ops on import; its Python module holds only cuda_version.
-    from . import _C
+    from .. import _C
     _IMPORT_ERROR: Exception | None = None
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     _C = None
