@@ -5,6 +5,26 @@
 (:data:`wsmooth_ext.training.METHODS`), checks everything, and hands them to the one loop
 (:func:`wsmooth_ext.training.train_loop`; its module docstring explains the noise draws, resume exactness and
 data-parallel training).
+
+``method`` (:mod:`wsmooth_ext.training`, docs/math.md §Certified training): "noise" (cross-entropy on
+``num_noise`` noisy copies per example, default 1: the paper's training), "consistency" (Jeong & Shin
+2020: ``num_noise`` copies, default 2, weights ``consistency_lambda`` λ = 3 and ``consistency_eta``
+η = 0.5) or "smoothadv" (Salman et al. 2019 on flow plans: ``adv_steps`` k = 4 projected gradient steps
+in the L1 ball of radius ``adv_epsilon`` ε = 0.02 (mass-normalized), ε rising linearly over the first
+``adv_warmup`` = 10 epochs, ``num_noise`` copies, default 2) or "macer" (Zhai et al. 2020: smoothed
+cross-entropy + ``macer_lambda`` λ = 1 times a hinge on the certified radius with target ``macer_gamma``
+γ = 0.03 (noise-space L1, mass-normalized) and inverse temperature ``macer_beta`` β = 16; ``num_noise``
+default 8). None means the default; hyper-parameters of
+other methods must be None. The j-th copy of an example in epoch e is noise sample e·m + j (m =
+``num_noise``). The method and its settings join those a resumed run must keep.
+
+``adversarial`` (:mod:`wsmooth_ext.training.adversarial`, docs/attacks.md §Adversarial training): "sinkhorn",
+"frank-wolfe" or "flow" trains a plain base model (``noise="none"``, method "noise") on Wasserstein
+adversarial examples that the attack finds against the current weights: ``adv_attack_steps`` (10) steps
+at radius ε, ε growing geometrically from ``adv_eps``/10 to ``adv_eps`` (0.1, in the attack's own units)
+over ``adv_eps_warmup`` (10) epochs; loss (1 − w)·CE(x') + w·CE(x), w = ``adv_clean_weight`` (0). These
+settings, too, are fixed for a resumed run; history rows then also hold ``adv_eps``, the epoch's radius,
+and train_noisy_acc is the accuracy on the adversarial examples.
 """
 
 from __future__ import annotations
@@ -56,25 +76,7 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     noisy training copies classified correctly), test_clean_acc, test_noisy_acc (None without a test set),
     seconds.
 
-    ``method`` (:mod:`wsmooth_ext.training`, docs/math.md §Certified training): "noise" (cross-entropy on
-    ``num_noise`` noisy copies per example, default 1: the paper's training), "consistency" (Jeong & Shin
-    2020: ``num_noise`` copies, default 2, weights ``consistency_lambda`` λ = 3 and ``consistency_eta``
-    η = 0.5) or "smoothadv" (Salman et al. 2019 on flow plans: ``adv_steps`` k = 4 projected gradient steps
-    in the L1 ball of radius ``adv_epsilon`` ε = 0.02 (mass-normalized), ε rising linearly over the first
-    ``adv_warmup`` = 10 epochs, ``num_noise`` copies, default 2) or "macer" (Zhai et al. 2020: smoothed
-    cross-entropy + ``macer_lambda`` λ = 1 times a hinge on the certified radius with target ``macer_gamma``
-    γ = 0.03 (noise-space L1, mass-normalized) and inverse temperature ``macer_beta`` β = 16; ``num_noise``
-    default 8). None means the default; hyper-parameters of
-    other methods must be None. The j-th copy of an example in epoch e is noise sample e·m + j (m =
-    ``num_noise``). The method and its settings join those a resumed run must keep.
-
-    ``adversarial`` (:mod:`wsmooth_ext.training.adversarial`, docs/attacks.md §Adversarial training): "sinkhorn",
-    "frank-wolfe" or "flow" trains a plain base model (``noise="none"``, method "noise") on Wasserstein
-    adversarial examples that the attack finds against the current weights: ``adv_attack_steps`` (10) steps
-    at radius ε, ε growing geometrically from ``adv_eps``/10 to ``adv_eps`` (0.1, in the attack's own units)
-    over ``adv_eps_warmup`` (10) epochs; loss (1 − w)·CE(x') + w·CE(x), w = ``adv_clean_weight`` (0). These
-    settings, too, are fixed for a resumed run; history rows then also hold ``adv_eps``, the epoch's radius,
-    and train_noisy_acc is the accuracy on the adversarial examples.
+    ``method`` and ``adversarial`` with their hyper-parameters: see the module docstring.
 
     ``method_params``: hyper-parameters of a method registered in :data:`wsmooth_ext.training.METHODS`
     beyond those named above (each method's dataclass says which it has, with defaults and ranges).
