@@ -115,18 +115,33 @@ def _table(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from ..inputs.data import load_dataset
 
-    from ..core import noises
-    from ..analysis.certify import format_summary_table, plot_certified_accuracy, summarize_certify_log
-    from ..analysis.tables import floor_sig
+    _check_arguments(args)
+    out = _prepare_out(Path(args.out), args)
+    started = time.perf_counter()
+    train_x, train_y = load_dataset("mnist5k", "train")
+    test = load_dataset("mnist5k", "test")
+    if args.train_size is not None:
+        train_x, train_y = train_x[:args.train_size], train_y[:args.train_size]
+    indices = list(range(args.num_certify))
+    print(f"wsmooth demo: mnist5k, {len(train_x)} training digits, certifying {len(indices)} held-out digits; "
+          f"sigma {args.sigma:g}; n0 {args.n0}, n {args.n}, alpha {args.alpha:g}; output in {out}", flush=True)
+    timings, summaries = {}, {}
+    for noise in NOISES:
+        t0 = time.perf_counter()
+        model, logs = _train_for(noise, args, out, (train_x, train_y), test)
+        t1 = time.perf_counter()
+        summaries[noise] = _certify_with(noise, model, args, logs, test, indices)
+        timings[noise] = (t1 - t0, time.perf_counter() - t1)
+    _report(args, out, summaries, timings, len(train_x), len(indices), time.perf_counter() - started)
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
     from ..cli import UserError
-    from ..runs.certify import certify_to_log
+    from ..core import noises
     from ..core.smooth import check_vote_budget
-    from ..inputs.data import DATASETS, load_dataset
-    from ..inputs.models import build_model
-    from ..core.smooth import Smooth
-    from ..training.keywords import train
 
     for name in ("epochs", "num_certify", "n0", "n", "batch_size"):
         if getattr(args, name) < 1:
@@ -141,90 +156,107 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--train-size must be in [1, 4000], got {args.train_size}")
     if args.num_certify > 1000:
         raise UserError(f"--num-certify must be <= 1000 (the held-out digits), got {args.num_certify}")
-    out = Path(args.out)
+
+
+def _prepare_out(out: Path, args: argparse.Namespace) -> Path:
+    from ..cli import UserError
+
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     if args.overwrite:
         for path in _outputs(out, args.sigma):
             path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    started = time.perf_counter()
+    return out
 
-    info = DATASETS["mnist5k"]
-    train_x, train_y = load_dataset("mnist5k", "train")
-    test_x, test_y = load_dataset("mnist5k", "test")
-    if args.train_size is not None:
-        train_x, train_y = train_x[:args.train_size], train_y[:args.train_size]
-    indices = list(range(args.num_certify))
-    print(f"wsmooth demo: mnist5k, {len(train_x)} training digits, certifying {len(indices)} held-out digits; "
-          f"sigma {args.sigma:g}; n0 {args.n0}, n {args.n}, alpha {args.alpha:g}; output in {out}", flush=True)
 
-    timings, summaries, table_rows, tight_logs = {}, {}, [], []
-    for noise in NOISES:
-        stem = _stem(noise, args.sigma)
-        print(f"\n== {noise}: training wong_mnist ({args.epochs} epochs, {RECIPE['optimizer']} "
-              f"lr {RECIPE['lr']:g}, batch {RECIPE['batch_size']})", flush=True)
-        t0 = time.perf_counter()
-        torch.manual_seed(args.seed)
-        model = build_model("wong_mnist", num_classes=info.num_classes, input_shape=info.input_shape,
-                            mean=info.mean, std=info.std)
-        ckpt = out / f"{stem}.pt"
-        logs = {c: out / f"{stem}_{c}.tsv" for c in CERTIFICATES}
-        done_before = _trained_epochs(ckpt)
-        if done_before > args.epochs:
-            raise UserError(f"{ckpt} was trained for {done_before} epochs, more than --epochs {args.epochs}; "
-                            "use --overwrite or another --out to start over")
-        threads = torch.get_num_threads()
-        # Training runs on one thread: batches of 64 tiny images gain little from more, and on a shared CPU
-        # each parallel region's barrier can stall for seconds (measured: one 4,000-image epoch took 25 s
-        # with 2 threads next to two busy processes, 0.4 s with 1). Certification's big batches use them all.
-        torch.set_num_threads(1)
-        try:
-            history = train(model, train_x, train_y, noise=noise, sigma=args.sigma, epochs=args.epochs,
-                            seed=args.seed, test_images=test_x, test_labels=test_y, checkpoint_path=ckpt,
-                            resume=True, progress=progress, metadata={"dataset": "mnist5k", "demo": True}, **RECIPE)
-        except ValueError as exc:
-            raise UserError(f"{exc}; use --overwrite or another --out to start over") from None
-        finally:
-            torch.set_num_threads(threads)
-        if history and history[-1]["epoch"] != done_before:
-            for log in logs.values():  # certified with an older model: stale
-                log.unlink(missing_ok=True)
-        t1 = time.perf_counter()
-        print(f"== {noise}: certifying {len(indices)} digits", flush=True)
-        smooth = Smooth(model.eval(), info.num_classes, args.sigma, noise=noise, certificate="tight", seed=args.seed)
-        try:
-            certify_to_log(smooth, test_x, test_y, indices, logs["tight"], n0=args.n0, n=args.n, alpha=args.alpha,
-                           batch_size=args.batch_size, resume=True, progress=progress)
-        except ValueError as exc:
-            raise UserError(f"{exc}; use --overwrite or another --out to start over") from None
-        derive_log(logs["tight"], logs["paper"], "paper")
-        t2 = time.perf_counter()
-        timings[noise] = (t1 - t0, t2 - t1)
-        summaries[noise] = {c: summarize_certify_log(logs[c]) for c in CERTIFICATES}
-        tight_logs.append(logs["tight"])
-        s = summaries[noise]
-        table_rows.append({
-            "noise": noise, "sigma": f"{args.sigma:g}", "n": s["tight"]["n_images"],
+def _train_for(noise: str, args: argparse.Namespace, out: Path, train_set, test_set):
+    """The demo's wong_mnist for ``noise``, trained (or resumed) into OUT; (model, its two certify logs)."""
+    import torch
+
+    from ..cli import UserError
+    from ..inputs.data import DATASETS
+    from ..inputs.models import build_model
+    from ..training.keywords import train
+
+    info, stem = DATASETS["mnist5k"], _stem(noise, args.sigma)
+    print(f"\n== {noise}: training wong_mnist ({args.epochs} epochs, {RECIPE['optimizer']} "
+          f"lr {RECIPE['lr']:g}, batch {RECIPE['batch_size']})", flush=True)
+    torch.manual_seed(args.seed)
+    model = build_model("wong_mnist", num_classes=info.num_classes, input_shape=info.input_shape,
+                        mean=info.mean, std=info.std)
+    ckpt = out / f"{stem}.pt"
+    logs = {c: out / f"{stem}_{c}.tsv" for c in CERTIFICATES}
+    done_before = _trained_epochs(ckpt)
+    if done_before > args.epochs:
+        raise UserError(f"{ckpt} was trained for {done_before} epochs, more than --epochs {args.epochs}; "
+                        "use --overwrite or another --out to start over")
+    threads = torch.get_num_threads()
+    # Training runs on one thread: batches of 64 tiny images gain little from more, and on a shared CPU
+    # each parallel region's barrier can stall for seconds (measured: one 4,000-image epoch took 25 s
+    # with 2 threads next to two busy processes, 0.4 s with 1). Certification's big batches use them all.
+    torch.set_num_threads(1)
+    try:
+        history = train(model, *train_set, noise=noise, sigma=args.sigma, epochs=args.epochs, seed=args.seed,
+                        test_images=test_set[0], test_labels=test_set[1], checkpoint_path=ckpt, resume=True,
+                        progress=not args.no_progress, metadata={"dataset": "mnist5k", "demo": True}, **RECIPE)
+    except ValueError as exc:
+        raise UserError(f"{exc}; use --overwrite or another --out to start over") from None
+    finally:
+        torch.set_num_threads(threads)
+    if history and history[-1]["epoch"] != done_before:
+        for log in logs.values():  # certified with an older model: stale
+            log.unlink(missing_ok=True)
+    return model, logs
+
+
+def _certify_with(noise: str, model, args: argparse.Namespace, logs: dict, test_set, indices) -> dict:
+    """Certify ``indices`` with the tight certificate, derive the paper's from the same votes; the summaries."""
+    from ..analysis.certify import summarize_certify_log
+    from ..cli import UserError
+    from ..core.smooth import Smooth
+    from ..inputs.data import DATASETS
+    from ..runs.certify import certify_to_log
+
+    print(f"== {noise}: certifying {len(indices)} digits", flush=True)
+    smooth = Smooth(model.eval(), DATASETS["mnist5k"].num_classes, args.sigma, noise=noise, certificate="tight",
+                    seed=args.seed)
+    try:
+        certify_to_log(smooth, *test_set, indices, logs["tight"], n0=args.n0, n=args.n, alpha=args.alpha,
+                       batch_size=args.batch_size, resume=True, progress=not args.no_progress)
+    except ValueError as exc:
+        raise UserError(f"{exc}; use --overwrite or another --out to start over") from None
+    derive_log(logs["tight"], logs["paper"], "paper")
+    return {c: summarize_certify_log(logs[c]) for c in CERTIFICATES}
+
+
+def _table_row(noise: str, sigma: float, s: dict) -> dict:
+    from ..analysis.tables import floor_sig
+
+    return {"noise": noise, "sigma": f"{sigma:g}", "n": s["tight"]["n_images"],
             "acc": f"{s['tight']['accuracy']:.2f} ({s['tight']['abstain']:.2f})",
             "paper": "N/A" if s["paper"]["median_radius"] is None else floor_sig(s["paper"]["median_radius"]),
             "tight": "N/A" if s["tight"]["median_radius"] is None else floor_sig(s["tight"]["median_radius"]),
-            "base": "—" if s["tight"]["base_accuracy"] is None else f"{s['tight']['base_accuracy']:.2f}"})
+            "base": "—" if s["tight"]["base_accuracy"] is None else f"{s['tight']['base_accuracy']:.2f}"}
+
+
+def _report(args, out: Path, summaries: dict, timings: dict, n_train: int, n_certified: int, total: float) -> None:
+    """summary.md, the certified-accuracy plot and the printed table."""
+    from ..analysis.certify import format_summary_table, plot_certified_accuracy
+    from ..analysis.tables import floor_sig
 
     png = plot_certified_accuracy(
         [out / f"{_stem(n, args.sigma)}_{c}.tsv" for n in NOISES for c in ("tight", "paper")], out / "certified_accuracy.png",
         labels=[f"{n} ({c})" for n in NOISES for c in ("tight", "paper")])
-    table = _table(table_rows)
+    table = _table([_table_row(n, args.sigma, summaries[n]) for n in NOISES])
     details = format_summary_table([summaries[n][c] for n in NOISES for c in CERTIFICATES], markdown=True)
-    total = time.perf_counter() - started
     timing_lines = [f"- {n}: training {timings[n][0]:.1f} s, certification {timings[n][1]:.1f} s" for n in NOISES]
     flow = summaries["flow-laplace"]["tight"]
     target = (f"flow-laplace target (>= 90% smoothed accuracy, median tight radius >= 0.012): accuracy "
               f"{flow['accuracy']:.2f}%, median tight radius "
               f"{'N/A' if flow['median_radius'] is None else floor_sig(flow['median_radius'])}")
     (out / "summary.md").write_text(
-        "# wsmooth demo\n\n" + f"mnist5k, {len(train_x)} training digits, first {len(indices)} held-out digits; "
+        "# wsmooth demo\n\n" + f"mnist5k, {n_train} training digits, first {n_certified} held-out digits; "
         f"n0 {args.n0}, n {args.n}, alpha {args.alpha:g}. Radii: certified W1 (L2 ground metric), "
         "mass-normalized units.\n\n" + table + "\n\n## All columns\n\n" + details + "\n\n## Wall time\n\n"
         + "\n".join(timing_lines) + f"\n- total {total:.1f} s\n\n{target}\n")
@@ -235,4 +267,3 @@ def run(args: argparse.Namespace) -> int:
     print(target)
     print("\n".join(timing_lines) + f"\ntotal {total:.1f} s")
     print(f"wrote {out / 'summary.md'}, {png}, logs and checkpoints in {out}")
-    return 0
