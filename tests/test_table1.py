@@ -3,6 +3,7 @@ digits, small sample counts. The table's layout, its cells against the logs (cou
 against the paper's text, resume, refusals; a few official MNIST test digits with the authors' model where the
 shared data and checkpoints are present."""
 
+import dataclasses
 import math
 import re
 import shutil
@@ -214,3 +215,17 @@ def test_the_authors_model_on_official_test_digits(tmp_path, monkeypatch, capsys
     rows = read_log(out / "flow-laplace_sigma0.01_certify.tsv")[1]
     assert [r["idx"] for r in rows] == list(range(0, 10000, 1000)) and rows[0]["dataset"] == "mnist"
     assert sum(r["correct"] for r in rows) >= 8  # the paper's model: 98% accurate under this noise
+
+
+def test_the_closing_command_names_where_the_mnist_files_were_read(tmp_path):
+    # a run on the official files reproduces only with their folder; the embedded datasets need none
+    from wsmooth_ext.experiments.engine import command_line
+    from wsmooth_ext.experiments.table1 import EXPERIMENT
+
+    mnist = EXPERIMENT.check_settings(EXPERIMENT.defaults(quick=True))
+    assert mnist.dataset == "mnist"
+    line = command_line(EXPERIMENT, mnist, tmp_path, quick=True, data_dir="../shared/data")
+    assert line.endswith("--data-dir ../shared/data")
+    assert "--data-dir" not in command_line(EXPERIMENT, mnist, tmp_path, quick=True)
+    digits = EXPERIMENT.check_settings(dataclasses.replace(mnist, dataset="digits"))
+    assert "--data-dir" not in command_line(EXPERIMENT, digits, tmp_path, quick=True, data_dir="../shared/data")

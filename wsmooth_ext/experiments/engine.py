@@ -104,19 +104,21 @@ class Result:
     data: Data
     runs: list  # [Finished] in plan order
     report: Report | None = None
+    data_dir: str | None = None  # where the mnist files were read: not a setting, but the command needs it
 
     @property
     def command(self) -> str:
-        return command_line(self.experiment, self.settings, self.out, self.quick, self.extras)
+        return command_line(self.experiment, self.settings, self.out, self.quick, self.extras, self.data_dir)
 
     @property
     def train_count(self) -> int | None:
         return None if self.data.train is None else len(self.data.train[0])
 
 
-def command_line(experiment: Experiment, settings, out, quick: bool = False, extras: dict | None = None) -> str:
+def command_line(experiment: Experiment, settings, out, quick: bool = False, extras: dict | None = None,
+                 data_dir=None) -> str:
     """The ``wsmooth`` command that runs (or continues) the experiment and reports the same: the options that
-    differ from the defaults (or from --quick's)."""
+    differ from the defaults (or from --quick's), and ``--data-dir`` where the files were read from one."""
     base = experiment.check_settings(experiment.defaults(quick))
     parts = ["wsmooth", "experiment", experiment.name, "--out", str(out)] + (["--quick"] if quick else [])
     for o in experiment.options:
@@ -126,6 +128,8 @@ def command_line(experiment: Experiment, settings, out, quick: bool = False, ext
     view = experiment.view
     if view is not None and extras and extras[view.name] != view.check(view.name, view.default):
         parts += [view.flag, view.spell(extras[view.name])]
+    if data_dir is not None and getattr(settings, "dataset", None) == "mnist":
+        parts += ["--data-dir", str(data_dir)]
     return shlex.join(parts)
 
 
@@ -194,7 +198,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
                 record["given_sha256"] = given_sha
             record.update({"quick": bool(quick),
                            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                           "command": command_line(experiment, settings, out, quick, extras)})
+                           "command": command_line(experiment, settings, out, quick, extras, data_dir)})
             write_atomic(out / _folder.SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
         else:
             before = _folder.read_record(out, experiment.name).get("given_sha256") or {}
@@ -204,7 +208,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
                                      "experiment started (its sha256 differs); choose another --out")
         log(_introduction(experiment, plan, ctx))
         finished = _execute(experiment, plan, ctx)
-        result = Result(experiment, settings, extras, out, bool(quick), data, finished)
+        result = Result(experiment, settings, extras, out, bool(quick), data, finished, data_dir=data_dir)
         result.report = experiment.report(result)
         text = result.report.text + f"Command: `{result.command}` (add `--resume` to continue it).\n"
         write_atomic(out / SUMMARY_FILE, text.encode())
