@@ -126,7 +126,37 @@ def test_summary_has_the_papers_layout_and_our_cells_from_the_logs(done):
     text = (done / "summary.md").read_text()
     assert "Command: `wsmooth experiment table1 --out" in text and "--skip 2" in text
     assert {p.name for p in done.glob("*.png")} == {"certified_accuracy_flow-laplace.png",
-                                                     "certified_accuracy_pixel-laplace.png"}
+                                                     "certified_accuracy_pixel-laplace.png", "noise_samples.png"}
+
+
+def test_noise_picture_shows_the_samples_certification_votes_on(done, models, tmp_path):
+    import numpy as np
+    import torch
+
+    from picture_checks import assert_noise_grid_shows, png_bytes
+    from wsmooth_ext import Smooth
+    from wsmooth_ext.experiments.table1 import noise_figure
+    from wsmooth_ext.inputs.checkpoint import load_checkpoint
+    from wsmooth_ext.inputs.data import load_dataset
+
+    text = (done / "summary.md").read_text()
+    # 2 noises x 2 sigmas = 4 rows an image: the first two evaluated images (every 2nd) fill the grid's 8 rows
+    assert "Noise samples: [`noise_samples.png`](noise_samples.png): test images 0, 2 under each noise" in text
+    x, y = load_dataset("digits", "test")
+    noises, sigmas, keys = ("flow-laplace", "pixel-laplace"), (0.01, 0.02), [0, 2]
+    fig = noise_figure(x, y, keys, noises, sigmas, 0, "digits")
+    axes = assert_noise_grid_shows(fig, x[keys], keys, noises, sigmas, 4, seed=0)  # the op's samples, seed 0
+    assert png_bytes(fig, tmp_path) == (done / "noise_samples.png").read_bytes()  # the file is this figure
+    for noise in noises:  # what the certified model votes on these panels is what Smooth counts when certifying
+        model = load_checkpoint(models / f"{noise}_sigma0.01.pt")[0].eval()
+        smooth = Smooth(model, 10, 0.01, noise=noise, seed=0)
+        for b, key in enumerate(keys):
+            row = axes[b * 4 + noises.index(noise) * 2]  # σ 0.01
+            panels = torch.tensor(np.stack([ax.images[0].get_array() for ax in row[1:]]), dtype=torch.float32)
+            with torch.no_grad():
+                votes = model(panels[:, None]).argmax(dim=1)
+            counts = smooth.count_classes(x[key:key + 1], 4, sample_offset=0, keys=torch.tensor([key]))[0]
+            assert torch.bincount(votes, minlength=10).tolist() == counts.tolist()
 
 
 @pytest.mark.skipif(not PAPER_TEXT.is_file(), reason="the paper's text is not in ../shared")
@@ -161,6 +191,10 @@ def test_resume_after_an_interruption_gives_the_same_logs(done, models, tmp_path
     for log in done.glob("*.tsv"):
         assert [{k: v for k, v in r.items() if k != "time"} for r in read_log(out / log.name)[1]] == [
             {k: v for k, v in r.items() if k != "time"} for r in read_log(log)[1]]
+    pictures = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert pictures["noise_samples.png"] == (done / "noise_samples.png").read_bytes()
+    assert _experiment(out, models, "--resume") == 0  # finished: the same pictures again
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == pictures
 
 
 def _one_error_line(capsys, *needles):
