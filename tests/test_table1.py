@@ -12,7 +12,7 @@ import pytest
 
 from wsmooth_ext.analysis.tables import floor_sig, pct
 from wsmooth_ext.cli import main
-from wsmooth_ext.experiments.table1 import PAPER
+from wsmooth_ext.experiments.table1 import NOISES, PAPER, SIGMAS
 from wsmooth_ext.runs.logfile import read_log
 
 pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"),
@@ -157,6 +157,30 @@ def test_noise_picture_shows_the_samples_certification_votes_on(done, models, tm
                 votes = model(panels[:, None]).argmax(dim=1)
             counts = smooth.count_classes(x[key:key + 1], 4, sample_offset=0, keys=torch.tensor([key]))[0]
             assert torch.bincount(votes, minlength=10).tolist() == counts.tolist()
+
+
+def test_noise_picture_size_follows_the_runs_noises_and_sigmas(tmp_path):
+    """Images while the grid fits 8 rows (1 to 3); σ beyond the grid's 32 rows are named as not drawn."""
+    from types import SimpleNamespace
+
+    from wsmooth_ext.experiments.table1 import NOISE_FILE, _noise_picture
+    from wsmooth_ext.inputs.data import load_dataset
+
+    x, y = load_dataset("digits", "test")
+    data = SimpleNamespace(test_x=x, test_y=y, indices=[0, 5, 10, 15])
+
+    def picture(noises, sigmas):
+        settings = SimpleNamespace(noises=noises, sigmas=sigmas, seed=3, dataset="digits")
+        return _noise_picture(SimpleNamespace(settings=settings, data=data))
+
+    assert "test images 0, 5, 10 under each noise at each σ, samples" in picture(("flow-laplace",), (0.01, 0.02))[1]
+    assert "test images 0, 5 under" in picture(("flow-laplace", "pixel-laplace"), (0.01, 0.02))[1]
+    assert "test image 0 under each noise at each σ, samples" in picture(NOISES, SIGMAS)[1]
+    many = tuple(round(0.001 * k, 3) for k in range(1, 18))  # 2 x 17 rows: the last σ does not fit
+    plots, text = picture(NOISES, many)
+    assert "test image 0 under each noise at each σ (σ 0.017 not drawn: at most 32 rows)" in text
+    plots[NOISE_FILE](tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.skipif(not PAPER_TEXT.is_file(), reason="the paper's text is not in ../shared")

@@ -204,8 +204,8 @@ def _noise_picture(result) -> tuple[dict, str]:
         f" (σ {', '.join(f'{v:g}' for v in s.sigmas[len(sigmas):])} not drawn: at most {MAX_ROWS} rows)")
     text = (f"Noise samples: [`{NOISE_FILE}`]({NOISE_FILE}): test image{'s' if len(keys) > 1 else ''} "
             f"{', '.join(map(str, keys))} under each noise at each σ{left}, samples 0–{GRID_SAMPLES - 1} of their "
-            f"votes, the first that predict and certify's selection step count (seed {s.seed}, key = test-set index), with each "
-            "sample's mass; pixels outside [0, 1] in colour, not clipped.\n")
+            f"votes, the first that predict and certify's selection step count (seed {s.seed}, key = test-set "
+            "index), with each sample's mass; pixels outside [0, 1] in colour, not clipped.\n")
     return {NOISE_FILE: draw}, text
 
 
