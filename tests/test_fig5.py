@@ -7,8 +7,13 @@ import shutil
 import statistics
 
 import pytest
+import torch
 
+from wsmooth_ext.analysis.pictures import nearest_fooled
+from wsmooth_ext.core.wasserstein import wasserstein_distance
+from wsmooth_ext.experiments import fig5
 from wsmooth_ext.inputs.checkpoint import load_training_state
+from wsmooth_ext.inputs.data import load_dataset
 from wsmooth_ext.cli import main
 from wsmooth_ext.runs.logfile import read_log
 
@@ -74,7 +79,8 @@ def done(tmp_path_factory):
 def test_writes_models_logs_tables_and_curves(done):
     names = {p.name for p in done.iterdir()}
     assert {f"{m}.pt" for m in MODELS} | {f"{m}_{a}.tsv" for m in MODELS for a in METHODS} | {
-        "summary.md", "fig5.png", "experiment.json"} <= names
+        "summary.md", "fig5.png", "experiment.json", "adversarial"} <= names
+    assert {p.name for p in (done / "adversarial").iterdir()} == {f"{m}_{a}.pt" for m in MODELS for a in METHODS}
     assert (done / "fig5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # each model trained as the experiment says: plain, flow-adversarial, flow-laplace noise
     kinds = {}
@@ -137,15 +143,22 @@ def test_tables_equal_an_independent_count_from_the_logs(done):
     assert broke_something >= 2  # the attacks do something on these models
 
 
-def test_logs_equal_wsmooth_attack_on_the_same_checkpoints(done, tmp_path):
+def _assert_same_tensors(one, other):
+    one, other = (torch.load(path, weights_only=True) for path in (one, other))
+    assert one.keys() == other.keys() == {"clean", "adv", "idx"}
+    for key in one:
+        torch.testing.assert_close(one[key], other[key], rtol=0, atol=0)
+
+
+def test_logs_and_examples_equal_wsmooth_attack_on_the_same_checkpoints(done, tmp_path):
     base = ["--dataset", "digits", *ATTACK, "--attack-batch", "2", "--device", "cpu", "--no-progress"]
-    out = tmp_path / "standard_sinkhorn.tsv"
-    assert main(["attack", str(done / "standard.pt"), *base, "--method", "sinkhorn", "--out", str(out)]) == 0
-    assert _rows_without_time(out) == _rows_without_time(done / "standard_sinkhorn.tsv")
-    out = tmp_path / "smoothed_frank-wolfe.tsv"
-    assert main(["attack", str(done / "smoothed.pt"), *base, "--method", "frank-wolfe", "--smoothed", "--n-grad",
-                 "4", "--n-test", "32", "--out", str(out)]) == 0
-    assert _rows_without_time(out) == _rows_without_time(done / "smoothed_frank-wolfe.tsv")
+    for model, method, extra in (("standard", "sinkhorn", []),
+                                 ("smoothed", "frank-wolfe", ["--smoothed", "--n-grad", "4", "--n-test", "32"])):
+        out, adv = tmp_path / f"{model}_{method}.tsv", tmp_path / f"{model}_{method}.pt"
+        assert main(["attack", str(done / f"{model}.pt"), *base, "--method", method, *extra, "--out", str(out),
+                     "--save-adv", str(adv)]) == 0
+        assert _rows_without_time(out) == _rows_without_time(done / f"{model}_{method}.tsv")
+        _assert_same_tensors(adv, done / "adversarial" / f"{model}_{method}.pt")
 
 
 def test_given_checkpoints_are_attacked_not_retrained(done, tmp_path, capsys):
@@ -206,6 +219,109 @@ def test_resume_after_interruptions_gives_the_same_tables(done, tmp_path, monkey
         assert _without(header, rows, "s/digit") == _without(header, done_rows, "s/digit")
     for log in done.glob("*.tsv"):  # every row as in the uninterrupted run, none lost or duplicated
         assert _rows_without_time(out / log.name) == _rows_without_time(log)
+
+
+def _nearest_from_logs(folder, model):
+    """[(idx, attack, W1)] of the model's fooled digits, each at its smallest W1 over the attacks (ties: the
+    first attack), smallest first, at most 4: counted here from the logs."""
+    nearest = {}
+    for method in METHODS:
+        for r in read_log(folder / f"{model}_{method}.tsv")[1]:
+            if r["success"] == 1 and r["predict"] == r["label"] and (r["idx"] not in nearest
+                                                                    or r["w1"] < nearest[r["idx"]][1]):
+                nearest[r["idx"]] = (method, r["w1"])
+    order = sorted(nearest, key=lambda i: (nearest[i][1], i))  # the logs list digits by idx
+    return [(i, *nearest[i]) for i in order[:4]]
+
+
+def test_pictures_show_each_models_nearest_saved_examples(done, tmp_path):
+    from picture_checks import assert_attack_row_shows, attack_axes, png_bytes
+
+    text = (done / "summary.md").read_text()
+    test_x = load_dataset("digits", "test")[0]
+    drawn = 0
+    for model in MODELS:
+        expected, picture = _nearest_from_logs(done, model), done / f"examples_{model}.png"
+        if not expected:
+            assert not picture.exists() and f"- {model}: no attack fooled a digit" in text
+            continue
+        assert f"- {model}: [`examples_{model}.png`](examples_{model}.png)" in text
+        attacks = {m: (done / f"{model}_{m}.tsv", done / "adversarial" / f"{model}_{m}.pt") for m in METHODS}
+        examples = nearest_fooled(attacks, 4)
+        assert [(e.idx, e.found_by, e.w1) for e in examples] == expected
+        for e in examples:  # the saved examples: the clean digit, and the image whose W1 the log records
+            saved = torch.load(attacks[e.found_by][1], weights_only=True)
+            at = saved["idx"].tolist().index(e.idx)
+            assert torch.equal(saved["clean"][at], test_x[e.idx]) and torch.equal(e.clean, test_x[e.idx])
+            assert torch.equal(e.adv, saved["adv"][at])
+            assert wasserstein_distance(e.clean, e.adv, on_mismatch="rescale") == pytest.approx(e.w1, abs=1e-9)
+        fig = fig5.example_figure(examples, model, METHODS, 0.01)
+        for e, row in zip(examples, attack_axes(fig, len(examples))):
+            assert_attack_row_shows(row, e.clean, e.adv)
+            assert f"({e.found_by})" in row[1].get_title()
+        assert png_bytes(fig, tmp_path) == picture.read_bytes()  # the file is this figure
+        drawn += 1
+    assert drawn >= 1
+
+
+def test_resume_of_a_finished_run_rewrites_nothing_differently(done, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(done, out)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "summary.md")
+    before = {f: (out / f).read_bytes() for f in files}
+    assert _experiment(out, "--resume") == 0
+    assert "attacking" not in capsys.readouterr().out
+    assert {f: (out / f).read_bytes() for f in files} == before  # pictures, examples, logs, checkpoints
+
+
+def _models_given(folder):
+    return [f"--{m}={folder / f'{m}.pt'}" for m in MODELS]
+
+
+def test_a_run_that_fools_no_digit_says_so_instead_of_drawing(done, tmp_path):
+    out = tmp_path / "none"
+    assert _experiment(out, *_models_given(done), "--methods", "frank-wolfe", "--max-images", "2", "--eps0",
+                       "1e-6", "--max-iter", "1") == 0
+    for model in MODELS:
+        rows = read_log(out / f"{model}_frank-wolfe.tsv")[1]
+        assert not [r for r in rows if r["success"] == 1 and r["predict"] == r["label"]]  # nothing fooled
+    text = (out / "summary.md").read_text()
+    for model in MODELS:
+        assert f"- {model}: no attack fooled a digit it classified correctly, so there is no picture." in text
+    assert not list(out.glob("examples_*")) and (out / "fig5.png").exists()
+
+
+def _as_without_examples(log, keep):
+    """Rewrite ``log`` as a run without saved examples writes it (adv_saved 0), keeping its first ``keep`` rows."""
+    header, *lines = log.read_text().splitlines()
+    at = header.split("\t").index("adv_saved")
+    rows = [line.split("\t") for line in lines[:keep]]
+    for fields in rows:
+        assert fields[at] == "1"
+        fields[at] = "0"
+    log.write_text("".join(line + "\n" for line in [header] + ["\t".join(fields) for fields in rows]))
+
+
+def test_a_folder_from_before_the_examples_were_saved_resumes_without_them(done, tmp_path):
+    """Logs begun without tensors (adv_saved 0, no adversarial/): continued as they began, no picture."""
+    out = tmp_path / "old"
+    assert _experiment(out, *_models_given(done), "--methods", "frank-wolfe", "--max-images", "3") == 0
+    finished = {m: _rows_without_time(out / f"{m}_frank-wolfe.tsv") for m in MODELS}
+    shutil.rmtree(out / "adversarial")
+    for picture in out.glob("examples_*.png"):
+        picture.unlink()
+    for model in MODELS:  # as the experiment wrote its logs before: adv_saved 0; one log a digit short
+        _as_without_examples(out / f"{model}_frank-wolfe.tsv", keep=2 if model == "smoothed" else 3)
+    assert _experiment(out, *_models_given(done), "--methods", "frank-wolfe", "--max-images", "3", "--resume") == 0
+    for model in MODELS:  # the same rows as the run that saved its examples, less that column
+        rows = _rows_without_time(out / f"{model}_frank-wolfe.tsv")
+        assert {r["adv_saved"] for r in rows} == {0}
+        assert [{**r, "adv_saved": 1} for r in rows] == finished[model]
+    assert not (out / "adversarial").exists() and not list(out.glob("examples_*"))
+    text = (out / "summary.md").read_text()
+    for model in MODELS:
+        assert (f"- {model}: no picture; the examples of frank-wolfe were not saved (its log was begun before fig5 "
+                "saved them; a new --out saves them).") in text
 
 
 def _one_error_line(capsys, *needles):

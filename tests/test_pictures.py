@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from wsmooth_ext import Smooth, ops
-from wsmooth_ext.analysis.pictures import (attack_figure, attack_picture, load_attack_examples, noise_grid,
-                                           noise_samples, save_figure)
+from wsmooth_ext.analysis.pictures import (attack_figure, attack_picture, load_attack_examples, nearest_fooled,
+                                           noise_grid, noise_samples, save_figure)
 from wsmooth_ext.analysis.pictures.scales import pixel_scale, stretch, unstretch
 from wsmooth_ext.attacks import WassersteinPGD
 from wsmooth_ext.inputs.checkpoint import save_checkpoint
@@ -27,6 +27,7 @@ from wsmooth_ext.runs.logfile import read_log
 from wsmooth_ext.core.wasserstein import transport_plan, wasserstein_distance
 
 from conftest import wong_digits_model
+from picture_checks import assert_attack_row_shows, assert_noise_grid_shows, attack_axes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
@@ -101,21 +102,19 @@ def test_noise_grid_panels_are_the_samples_and_votes_are_smooths(digits, digits_
     keys = torch.tensor([3, 40])
     fig = noise_grid(x[keys], keys, labels=y[keys], noise_names=["flow-laplace", "pixel-laplace"],
                      sigmas=[0.01, 0.03], samples=3, seed=4, model=digits_model)
-    axes = np.array(fig.axes[:8 * 4]).reshape(8, 4)  # the colour bar's axes come last
+    axes = assert_noise_grid_shows(fig, x[keys], keys.tolist(), ["flow-laplace", "pixel-laplace"], [0.01, 0.03],
+                                   3, 4)  # the op's own samples
     row = 0
     drawn_values = []
     for b in range(2):
         for noise in ("flow-laplace", "pixel-laplace"):
             for sigma in (0.01, 0.03):
-                np.testing.assert_array_equal(axes[row, 0].images[0].get_array(), x[keys[b]][0].double().numpy())
-                assert f"{noise}\nσ = {sigma:g}" == axes[row, 0].get_ylabel()
                 samples = noise_samples(x[keys[b:b + 1]], keys[b:b + 1], noise, sigma, 3, seed=4)[0]
                 smooth = Smooth(digits_model, 10, sigma, noise=noise, seed=4)
                 counts = smooth.count_classes(x[keys[b:b + 1]], 3, sample_offset=0, keys=keys[b:b + 1])[0]
                 shown_votes = []
                 for k in range(3):
                     ax = axes[row, k + 1]
-                    np.testing.assert_array_equal(ax.images[0].get_array(), samples[k, 0].double().numpy())
                     assert f"mass {float(samples[k].sum()):.1f}" in ax.get_title()
                     shown_votes.append(_votes_in_title(ax))
                     drawn_values.append(ax.images[0].get_array())
@@ -180,15 +179,12 @@ def test_attack_panels_are_the_saved_tensors_and_arrows_the_plan(attack_run):
     saved = torch.load(adv, weights_only=True)
     examples = load_attack_examples(log, adv)
     fig = attack_figure(examples, arrows=None)
-    axes = np.array(fig.axes[:3 * len(examples)]).reshape(-1, 3)
+    axes = attack_axes(fig, len(examples))
     assert [e.idx for e in examples] == [r["idx"] for r in rows] == saved["idx"].tolist()
     checked = 0
     for e, row, (clean_ax, adv_ax, diff_ax) in zip(examples, rows, axes):
         at = saved["idx"].tolist().index(row["idx"])
-        np.testing.assert_array_equal(clean_ax.images[0].get_array(), saved["clean"][at, 0].double().numpy())
-        np.testing.assert_array_equal(adv_ax.images[0].get_array(), saved["adv"][at, 0].double().numpy())
-        np.testing.assert_array_equal(diff_ax.images[0].get_array(),
-                                      (saved["adv"][at, 0] - saved["clean"][at, 0]).double().numpy())
+        assert_attack_row_shows((clean_ax, adv_ax, diff_ax), saved["clean"][at], saved["adv"][at])
         assert f"true label {row['label']}" in clean_ax.get_title()
         arrows = _arrows(diff_ax)
         X, Y = _normalized(saved["clean"][at]).numpy(), _normalized(saved["adv"][at]).numpy()
@@ -218,7 +214,7 @@ def test_attack_arrows_are_the_largest_moves(attack_run):
     log, adv = attack_run
     examples = load_attack_examples(log, adv, only_success=True, sort_by="w1")
     fig = attack_figure(examples, arrows=4)
-    for e, ax in zip(examples, np.array(fig.axes[:3 * len(examples)]).reshape(-1, 3)[:, 2]):
+    for e, ax in zip(examples, attack_axes(fig, len(examples))[:, 2]):
         plan = transport_plan(e.clean, e.adv, on_mismatch="rescale")
         widths = sorted((a.arrow_patch.get_linewidth() for a in _arrows(ax)), reverse=True)
         largest = np.sort(plan.mass)[::-1][:4]
@@ -239,6 +235,41 @@ def test_selection_and_order(attack_run):
     assert w1 == sorted(w1) and math.isinf(w1[-1]) == any(not r["success"] for r in rows)
     fig = attack_picture(log, adv, only_success=True, sort_by="w1", max_examples=2)
     assert "sinkhorn attack on the base classifier" in fig.get_suptitle()
+
+
+def test_nearest_fooled_takes_each_images_nearest_example_over_attacks(attack_run, tmp_path):
+    log, adv = attack_run
+    rows = read_log(log)[1]
+    fooled = sorted((r for r in rows if r["success"] and r["predict"] == r["label"]), key=lambda r: r["w1"])
+    assert len(fooled) >= 3
+    # a second "attack": the same log, but its examples of the two nearest images replaced by clean images
+    # (W1 0), so it is nearer on exactly those: they come first and are credited to it
+    saved = torch.load(adv, weights_only=True)
+    near = [saved["idx"].tolist().index(r["idx"]) for r in fooled[:2]]
+    saved["adv"][near] = saved["clean"][near]
+    second_log, second_adv = tmp_path / "second.tsv", tmp_path / "second.pt"
+    columns, _ = read_log(log)
+    lines = log.read_text().splitlines(keepends=True)
+    w1_at = columns.index("w1")
+    with open(second_log, "w") as handle:
+        handle.write(lines[0])
+        for line, row in zip(lines[1:], rows):
+            fields = line.rstrip("\n").split("\t")
+            if row["idx"] in (fooled[0]["idx"], fooled[1]["idx"]):
+                fields[w1_at] = "0.0"
+            handle.write("\t".join(fields) + "\n")
+    torch.save(saved, second_adv)
+    chosen = nearest_fooled({"first": (log, adv), "second": (second_log, second_adv)}, 3)
+    zeros = sorted(r["idx"] for r in fooled[:2])  # equal distances: in the log's order (idx ascending here)
+    assert [r["idx"] for r in rows] == sorted(r["idx"] for r in rows)
+    assert [(e.idx, e.found_by, e.w1) for e in chosen] == [
+        (zeros[0], "second", 0.0), (zeros[1], "second", 0.0), (fooled[2]["idx"], "first", fooled[2]["w1"])]
+    torch.testing.assert_close(chosen[0].adv, chosen[0].clean, rtol=0, atol=0)
+    # equal distances: the attack named first; the title of the adversarial panel names it
+    same = nearest_fooled({"a": (log, adv), "b": (log, adv)}, 2)
+    assert [(e.idx, e.found_by) for e in same] == [(r["idx"], "a") for r in fooled[:2]]
+    assert attack_axes(attack_figure(same, arrows=0), 2)[0, 1].get_title().startswith("adversarial (a): predicted")
+    assert nearest_fooled({}, 4) == []
 
 
 # ---------------------------------------------------------------------------------------------- files

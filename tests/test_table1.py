@@ -13,7 +13,7 @@ import pytest
 
 from wsmooth_ext.analysis.tables import floor_sig, pct
 from wsmooth_ext.cli import main
-from wsmooth_ext.experiments.table1 import PAPER
+from wsmooth_ext.experiments.table1 import NOISES, PAPER, SIGMAS
 from wsmooth_ext.runs.logfile import read_log
 
 pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"),
@@ -127,7 +127,61 @@ def test_summary_has_the_papers_layout_and_our_cells_from_the_logs(done):
     text = (done / "summary.md").read_text()
     assert "Command: `wsmooth experiment table1 --out" in text and "--skip 2" in text
     assert {p.name for p in done.glob("*.png")} == {"certified_accuracy_flow-laplace.png",
-                                                     "certified_accuracy_pixel-laplace.png"}
+                                                     "certified_accuracy_pixel-laplace.png", "noise_samples.png"}
+
+
+def test_noise_picture_shows_the_samples_certification_votes_on(done, models, tmp_path):
+    import numpy as np
+    import torch
+
+    from picture_checks import assert_noise_grid_shows, png_bytes
+    from wsmooth_ext import Smooth
+    from wsmooth_ext.experiments.table1 import noise_figure
+    from wsmooth_ext.inputs.checkpoint import load_checkpoint
+    from wsmooth_ext.inputs.data import load_dataset
+
+    text = (done / "summary.md").read_text()
+    # 2 noises x 2 sigmas = 4 rows an image: the first two evaluated images (every 2nd) fill the grid's 8 rows
+    assert "Noise samples: [`noise_samples.png`](noise_samples.png): test images 0, 2 under each noise" in text
+    x, y = load_dataset("digits", "test")
+    noises, sigmas, keys = ("flow-laplace", "pixel-laplace"), (0.01, 0.02), [0, 2]
+    fig = noise_figure(x, y, keys, noises, sigmas, 0, "digits")
+    axes = assert_noise_grid_shows(fig, x[keys], keys, noises, sigmas, 4, seed=0)  # the op's samples, seed 0
+    assert png_bytes(fig, tmp_path) == (done / "noise_samples.png").read_bytes()  # the file is this figure
+    for noise in noises:  # what the certified model votes on these panels is what Smooth counts when certifying
+        model = load_checkpoint(models / f"{noise}_sigma0.01.pt")[0].eval()
+        smooth = Smooth(model, 10, 0.01, noise=noise, seed=0)
+        for b, key in enumerate(keys):
+            row = axes[b * 4 + noises.index(noise) * 2]  # σ 0.01
+            panels = torch.tensor(np.stack([ax.images[0].get_array() for ax in row[1:]]), dtype=torch.float32)
+            with torch.no_grad():
+                votes = model(panels[:, None]).argmax(dim=1)
+            counts = smooth.count_classes(x[key:key + 1], 4, sample_offset=0, keys=torch.tensor([key]))[0]
+            assert torch.bincount(votes, minlength=10).tolist() == counts.tolist()
+
+
+def test_noise_picture_size_follows_the_runs_noises_and_sigmas(tmp_path):
+    """Images while the grid fits 8 rows (1 to 3); σ beyond the grid's 32 rows are named as not drawn."""
+    from types import SimpleNamespace
+
+    from wsmooth_ext.experiments.table1 import NOISE_FILE, _noise_picture
+    from wsmooth_ext.inputs.data import load_dataset
+
+    x, y = load_dataset("digits", "test")
+    data = SimpleNamespace(test_x=x, test_y=y, indices=[0, 5, 10, 15])
+
+    def picture(noises, sigmas):
+        settings = SimpleNamespace(noises=noises, sigmas=sigmas, seed=3, dataset="digits")
+        return _noise_picture(SimpleNamespace(settings=settings, data=data))
+
+    assert "test images 0, 5, 10 under each noise at each σ, samples" in picture(("flow-laplace",), (0.01, 0.02))[1]
+    assert "test images 0, 5 under" in picture(("flow-laplace", "pixel-laplace"), (0.01, 0.02))[1]
+    assert "test image 0 under each noise at each σ, samples" in picture(NOISES, SIGMAS)[1]
+    many = tuple(round(0.001 * k, 3) for k in range(1, 18))  # 2 x 17 rows: the last σ does not fit
+    plots, text = picture(NOISES, many)
+    assert "test image 0 under each noise at each σ (σ 0.017 not drawn: at most 32 rows)" in text
+    plots[NOISE_FILE](tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.skipif(not PAPER_TEXT.is_file(), reason="the paper's text is not in ../shared")
@@ -162,6 +216,10 @@ def test_resume_after_an_interruption_gives_the_same_logs(done, models, tmp_path
     for log in done.glob("*.tsv"):
         assert [{k: v for k, v in r.items() if k != "time"} for r in read_log(out / log.name)[1]] == [
             {k: v for k, v in r.items() if k != "time"} for r in read_log(log)[1]]
+    pictures = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert pictures["noise_samples.png"] == (done / "noise_samples.png").read_bytes()
+    assert _experiment(out, models, "--resume") == 0  # finished: the same pictures again
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == pictures
 
 
 def _one_error_line(capsys, *needles):

@@ -10,9 +10,12 @@ adversarial training of the plain model; flow-space PGD by default, the one prac
 (:func:`wsmooth_ext.analysis.attack.accuracy_under_attack`): the % of the digits correct before the attack that it
 did not break within r, by nominal ε (each method's own units) or by the exact W1 of the example found.
 
-Output folder: ``MODEL.pt`` for each trained model, ``MODEL_METHOD.tsv`` attack logs, ``summary.md`` (the
-tables and the command that reproduces them), ``fig5.png`` (one row of curves per method: vs nominal ε and vs
-exact W1) and ``experiment.json`` (the settings and the given checkpoints' hashes).
+Output folder: ``MODEL.pt`` for each trained model, ``MODEL_METHOD.tsv`` attack logs, their adversarial examples
+``adversarial/MODEL_METHOD.pt`` (as ``wsmooth attack --save-adv`` saves them), ``summary.md`` (the tables and the
+command that reproduces them), ``fig5.png`` (one row of curves per method: vs nominal ε and vs exact W1),
+``examples_MODEL.png`` (each model's fooled digits of smallest exact W1 over its attacks: clean | adversarial |
+difference with the optimal transport plan, as ``wsmooth show attack`` draws them; no picture for a model no
+attack fooled) and ``experiment.json`` (the settings and the given checkpoints' hashes).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from .steps import Attack, Given, Run, Train
 
 NAME = "fig5"
 PLOT_FILE = "fig5.png"
+ADV_FOLDER = "adversarial"  # MODEL_METHOD.pt: each attack's examples, as `wsmooth attack --save-adv` saves them
+EXAMPLES = 4  # rows of a model's picture of its nearest adversarial examples
 NOISE = "flow-laplace"  # the paper's smoothing noise
 MODELS = ("standard", "adversarial", "smoothed")
 ATTACK_METHODS = ("sinkhorn", "frank-wolfe", "pgd-dual", "flow")
@@ -87,7 +92,7 @@ def _plan(s, extras) -> list:
         runs.append(Run(model, tuple(Attack(
             log=f"{name}_{m}.tsv", label=f"{name} ({'smoothed classifier' if smoothed else 'base model'}), {m}",
             method=m, eps0=s.eps0, eps_factor=s.eps_factor, eps_every=s.eps_every, max_iter=s.max_iter,
-            smoothing=smoothing, batch=extras["attack_batch"]) for m in s.methods)))
+            smoothing=smoothing, batch=extras["attack_batch"], adv=f"{ADV_FOLDER}/{name}_{m}.pt") for m in s.methods)))
     return runs
 
 
@@ -101,6 +106,57 @@ def format_models(runs) -> str:
     return markdown(header, body, markdown=True)
 
 
+def examples_file(model: str) -> str:
+    return f"examples_{model}.png"
+
+
+def example_figure(examples: list, model: str, methods, sigma: float):
+    """The Figure of ``examples_MODEL.png``: ``examples`` (:func:`~wsmooth_ext.analysis.pictures.nearest_fooled`
+    of the model's attacks) as ``wsmooth show attack`` draws them, titled with the model and its attacks."""
+    from ..analysis.pictures import attack_figure
+
+    target = f"the smoothed classifier ({NOISE}, σ {sigma:g})" if model == "smoothed" else "the base model"
+    return attack_figure(examples, title=f"fig5, {model} model attacked as {target}: the digits fooled with the "
+                         f"smallest exact W1, each by the attack that found it nearest ({', '.join(methods)})")
+
+
+def _draw_examples(examples, model, methods, sigma, path) -> None:
+    from ..analysis.pictures import save_figure
+
+    save_figure(example_figure(examples, model, methods, sigma), path, overwrite=True)  # the engine's partial file
+
+
+def _example_pictures(result) -> tuple[dict, str]:
+    """({file: draw} of the models some attack fooled, the summary's paragraph on them, one line per model)."""
+    from ..analysis.pictures import nearest_fooled
+
+    s, plots, lines = result.settings, {}, []
+    for finished in result.runs:
+        name = finished.model.name
+        saved = {step.method: (log, step.saved_adv(result.out)) for step, log in zip(finished.run.evaluations,
+                                                                                      finished.logs)}
+        unsaved = [m for m, (_, adv) in saved.items() if adv is None]
+        examples = nearest_fooled({m: pair for m, pair in saved.items() if pair[1] is not None}, EXAMPLES)
+        if examples:
+            plots[examples_file(name)] = partial(_draw_examples, examples, name, s.methods, s.sigma)
+            line = (f"[`{examples_file(name)}`]({examples_file(name)}): its {len(examples)} fooled digits of "
+                    f"smallest exact W1 (idx {', '.join(str(e.idx) for e in examples)})")
+        elif unsaved:
+            line = "no picture"
+        else:
+            line = "no attack fooled a digit it classified correctly, so there is no picture"
+        if unsaved:
+            line += (f"; the examples of {', '.join(unsaved)} were not saved (its log was begun before {NAME} saved "
+                     "them; a new --out saves them)")
+        lines.append(f"- {name}: {line}.")
+    text = ("Nearest adversarial examples, per model: of every digit it classified correctly and some attack fooled, "
+            "the example of smallest exact W1 over its attacks; clean | adversarial | adversarial − clean with the "
+            "largest moves of the optimal transport plan as arrows (as `wsmooth show attack` draws them; all "
+            f"examples in `{ADV_FOLDER}/MODEL_METHOD.pt`, which `wsmooth show attack` reads with its log).\n\n"
+            + "\n".join(lines) + "\n")
+    return plots, text
+
+
 def _report(result) -> Report:
     from ..analysis.attack import format_attack_tables, plot_attacks_by_method
 
@@ -108,6 +164,7 @@ def _report(result) -> Report:
     logs = {(run.model.name, m): log for run in result.runs for m, log in zip(s.methods, run.logs)}
     tables = format_attack_tables(logs, grid)
     trained = any(not run.model.given for run in result.runs)
+    pictures, pictures_text = _example_pictures(result)
     text = (f"# Fig. 5: accuracy under Wasserstein attack ({NAME})\n\n"
             f"`{ARCH}` models on {s.dataset}"
             + (f"; trained here on {result.train_count} training digits ({options.training_recipe(s)})"
@@ -129,8 +186,9 @@ def _report(result) -> Report:
             "over the fooled digits; s/digit: attack seconds per digit.\n\n"
             f"{tables}\n\n"
             f"Curves: `{PLOT_FILE}`. Attack logs: `MODEL_METHOD.tsv` (`wsmooth analyze` reads them); checkpoints "
-            f"of the models trained here: `MODEL.pt`.\n")
-    return Report(tables, text, {PLOT_FILE: partial(plot_attacks_by_method, logs, MODELS, s.methods, grid)})
+            f"of the models trained here: `MODEL.pt`.\n\n" + pictures_text)
+    return Report(tables, text, {PLOT_FILE: partial(plot_attacks_by_method, logs, MODELS, s.methods, grid),
+                                 **pictures})
 
 
 EXPERIMENT = Experiment(

@@ -271,7 +271,8 @@ class Attack(_LogStep):
     """``wsmooth attack`` in the paper's growing-ε mode: ε from ``eps0``, ×``eps_factor`` every ``eps_every``
     iterations for the images still standing, ``max_iter`` iterations; the method's own parameters at
     :data:`ATTACK_PARAMS`. With ``smoothing`` (noise, sigma, n_grad, n_test, alpha, seed) the model is attacked as
-    its smoothed classifier."""
+    its smoothed classifier; with ``adv`` its examples are saved as ``--save-adv`` saves them, resumed with the
+    log."""
 
     method: str
     eps0: float
@@ -280,7 +281,18 @@ class Attack(_LogStep):
     max_iter: int
     smoothing: dict | None = None
     batch: int = 20  # images attacked together; changes no result beyond float rounding
+    adv: str | None = None  # file of its adversarial examples (`wsmooth attack --save-adv`), in the folder
     verbs = ("attacked", "attacking", "reattacked")
+
+    def saved_adv(self, out: Path) -> Path | None:
+        """The file its adversarial examples are saved in, or None: none declared, or the log was begun without
+        them (in a folder from before the experiment saved them), so it continues as it began."""
+        from ..runs.logfile import read_log
+
+        log = out / self.log
+        if self.adv is None or (log.exists() and any(row.get("adv_saved") == 0 for row in read_log(log)[1])):
+            return None
+        return out / self.adv
 
     def settings(self) -> dict:
         """The settings columns of the log, as ``wsmooth attack`` records them for the same attack."""
@@ -321,9 +333,9 @@ class Attack(_LogStep):
         s = self.smoothing
         target = (Smooth(model.net, ctx.data.info.num_classes, s["sigma"], noise=s["noise"], seed=s["seed"])
                   if s else model.net)
-        attack_to_log(self.build(target), ctx.data.test_x, ctx.data.test_y, ctx.data.indices, path, None,
-                      self.settings(), ctx.device, identity=identity, resume=True, attack_batch=self.batch,
-                      progress=ctx.progress)
+        attack_to_log(self.build(target), ctx.data.test_x, ctx.data.test_y, ctx.data.indices, path,
+                      self.saved_adv(ctx.out), self.settings(), ctx.device, identity=identity, resume=True,
+                      attack_batch=self.batch, progress=ctx.progress)
 
     def outcome(self, path, model, ctx) -> str:
         from ..analysis.attack import summarize_attack_log

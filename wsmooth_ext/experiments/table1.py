@@ -8,7 +8,9 @@ options (``--epochs``, ``--optimizer`` ...; the paper trained with SGD for 200 e
 (``--skip``, ``--max-images``) the paper's protocol: ``predict`` with n = 10,000 (accuracy, % abstained) and
 ``certify`` with n0 = 1,000, n = 10,000, α = 0.05 and the paper's certificate (Eq. 20/21); the tight certificate's
 radii are computed from the same samples (each row's ``p_lower``), and the base classifier's accuracy under noise
-from the same votes (``count_label / n``).
+from the same votes (``count_label / n``). ``noise_samples.png``: the first few of these test images under every noise
+at every σ of the run, the samples certification draws for them (same op, seed and keys), as ``wsmooth show noise``
+draws them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ PAPER = {
                       0.02: (91.11, 1.29, 0.0030, 67.08), 0.05: (61.44, 7.45, 0.0, 33.80),
                       0.1: (34.92, 9.36, None, 25.56), 0.2: (24.02, 5.67, None, 22.85), 0.5: (22.57, 1.05, None, 22.70)},
 }
+NOISE_FILE = "noise_samples.png"
+GRID_ROWS = 8  # the noise grid shows a second (third) image only while it stays within this many rows
+GRID_IMAGES = 3
+GRID_SAMPLES = 4  # samples per row: sample indices 0..3 of each image's votes
 HALVES = {"flow-laplace": "Wasserstein smoothing (flow-laplace)", "pixel-laplace": "Laplace smoothing (pixel-laplace)"}
 
 
@@ -168,6 +174,41 @@ def format_tables(result) -> str:
     return "\n\n".join(parts)
 
 
+def noise_figure(images, labels, keys, noise_names, sigmas, seed: int, dataset: str):
+    """The Figure of ``noise_samples.png``: ``images[keys]`` (``keys``: their test-set indices, the RNG keys of
+    certification) under each noise at each σ: samples 0..3 of their votes with ``seed``, the first votes of
+    predict and of certify's selection step."""
+    import torch
+
+    from ..analysis.pictures import noise_grid
+
+    keys = torch.as_tensor(keys, dtype=torch.int64)
+    return noise_grid(images[keys], keys, labels=labels[keys], noise_names=noise_names, sigmas=sigmas,
+                      samples=GRID_SAMPLES, seed=seed, title=f"{NAME}: smoothing samples of {dataset} test images, "
+                      "as predict and certify draw them for their votes")
+
+
+def _noise_picture(result) -> tuple[dict, str]:
+    """({file: draw} of the noise grid, the summary's line on it): the first evaluated images (as many as fit in
+    GRID_ROWS rows, at least one), every noise at every σ (at most noise_grid's rows: the first σ beyond that)."""
+    from ..analysis.pictures import save_figure
+    from ..analysis.pictures.noise import MAX_ROWS
+
+    s, data = result.settings, result.data
+    per_image = len(s.noises) * len(s.sigmas)
+    sigmas = s.sigmas[:max(1, MAX_ROWS // len(s.noises))]
+    keys = data.indices[:max(1, min(GRID_IMAGES, GRID_ROWS // per_image))]
+    draw = (lambda path: save_figure(noise_figure(data.test_x, data.test_y, keys, s.noises, sigmas, s.seed,
+                                                  s.dataset), path, overwrite=True))  # the engine's partial file
+    left = "" if len(sigmas) == len(s.sigmas) else (
+        f" (σ {', '.join(f'{v:g}' for v in s.sigmas[len(sigmas):])} not drawn: at most {MAX_ROWS} rows)")
+    text = (f"Noise samples: [`{NOISE_FILE}`]({NOISE_FILE}): test image{'s' if len(keys) > 1 else ''} "
+            f"{', '.join(map(str, keys))} under each noise at each σ{left}, samples 0–{GRID_SAMPLES - 1} of their "
+            f"votes, the first that predict and certify's selection step count (seed {s.seed}, key = test-set "
+            "index), with each sample's mass; pixels outside [0, 1] in colour, not clipped.\n")
+    return {NOISE_FILE: draw}, text
+
+
 def _report(result) -> Report:
     from ..analysis.certify import plot_certified_accuracy
 
@@ -194,8 +235,9 @@ def _report(result) -> Report:
             "certify seconds per image. Paper: Levine & Feizi, AISTATS 2020, Table 1 (full MNIST test set).\n\n"
             f"{tables}\n\n"
             f"Curves: {', '.join(f'`{name}`' for name in plots)}. Logs: `NOISE_sigmaS_predict.tsv`, "
-            "`NOISE_sigmaS_certify.tsv`" + ("" if s.checkpoints else "; checkpoints `NOISE_sigmaS.pt`") + ".\n")
-    return Report(tables, text, plots)
+            "`NOISE_sigmaS_certify.tsv`" + ("" if s.checkpoints else "; checkpoints `NOISE_sigmaS.pt`") + ".\n\n")
+    noise_plot, noise_text = _noise_picture(result)
+    return Report(tables, text + noise_text, {**plots, **noise_plot})
 
 
 EXPERIMENT = Experiment(

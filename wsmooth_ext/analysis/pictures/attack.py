@@ -8,6 +8,7 @@ so the W1 in a panel's title is the cost Σ mass·length of the plan whose moves
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -44,6 +45,7 @@ class AttackExample:
     w1: float  # the log's exact W1 (L2 ground), inf if never fooled
     clean: torch.Tensor
     adv: torch.Tensor
+    found_by: str | None = None  # the attack that made it, where a picture gathers examples of several attacks
 
     @property
     def fooled(self) -> bool:
@@ -55,20 +57,9 @@ def _number(value) -> float:
     return math.inf if value is None else float(value)
 
 
-def load_attack_examples(log: str | os.PathLike, adv: str | os.PathLike, *, max_examples: int | None = None,
-                         only_success: bool = False, sort_by: str = "log") -> list[AttackExample]:
-    """The rows of an attack log joined with its ``--save-adv`` tensors by ``idx``.
-
-    ``only_success``: keep the images the attack fooled (correct before, wrong or abstaining after);
-    ``sort_by``: "log" (the log's order) or "w1" (smallest exact W1 first); ``max_examples``: keep the first
-    so many (1..32; None: all, at most 32). ValueError (one line) for a file that is not an attack log or not
-    its tensors, or when no example is left.
-    """
-    if sort_by not in SORT_KEYS:
-        raise ValueError(f"sort_by must be one of {list(SORT_KEYS)}, got {sort_by!r}")
-    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, numbers.Integral)
-                                     or not 1 <= max_examples <= MAX_EXAMPLES):
-        raise ValueError(f"max_examples must be an integer in [1, {MAX_EXAMPLES}], got {max_examples!r}")
+def attack_examples(log: str | os.PathLike, adv: str | os.PathLike) -> list[AttackExample]:
+    """Every row of an attack log, in the log's order, joined with its ``--save-adv`` tensors by ``idx``.
+    ValueError (one line) for a file that is not an attack log or not its tensors."""
     rows = read_attack_log(log)
     saved = load_adversarial(Path(adv))
     clean, adversarial, idx = saved["clean"], saved["adv"], saved["idx"]
@@ -83,10 +74,31 @@ def load_attack_examples(log: str | os.PathLike, adv: str | os.PathLike, *, max_
     if missing:
         raise ValueError(f"{adv} holds no images for {len(missing)} rows of {log} (first idx {missing[0]}): not "
                          "the --save-adv file of this attack log")
-    examples = [AttackExample(idx=row["idx"], label=int(row["label"]), predict=int(row["predict"]),
-                              adv_predict=row.get("adv_predict"), success=bool(int(row["success"])),
-                              radius=_number(row["radius"]), w1=_number(row["w1"]),
-                              clean=clean[where[row["idx"]]], adv=adversarial[where[row["idx"]]]) for row in rows]
+    return [AttackExample(idx=row["idx"], label=int(row["label"]), predict=int(row["predict"]),
+                          adv_predict=row.get("adv_predict"), success=bool(int(row["success"])),
+                          radius=_number(row["radius"]), w1=_number(row["w1"]),
+                          clean=clean[where[row["idx"]]], adv=adversarial[where[row["idx"]]]) for row in rows]
+
+
+def _check_max_examples(max_examples) -> None:
+    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, numbers.Integral)
+                                     or not 1 <= max_examples <= MAX_EXAMPLES):
+        raise ValueError(f"max_examples must be an integer in [1, {MAX_EXAMPLES}], got {max_examples!r}")
+
+
+def load_attack_examples(log: str | os.PathLike, adv: str | os.PathLike, *, max_examples: int | None = None,
+                         only_success: bool = False, sort_by: str = "log") -> list[AttackExample]:
+    """The rows of an attack log joined with its ``--save-adv`` tensors by ``idx`` (:func:`attack_examples`).
+
+    ``only_success``: keep the images the attack fooled (correct before, wrong or abstaining after);
+    ``sort_by``: "log" (the log's order) or "w1" (smallest exact W1 first); ``max_examples``: keep the first
+    so many (1..32; None: all, at most 32). ValueError (one line) for a file that is not an attack log or not
+    its tensors, or when no example is left.
+    """
+    if sort_by not in SORT_KEYS:
+        raise ValueError(f"sort_by must be one of {list(SORT_KEYS)}, got {sort_by!r}")
+    _check_max_examples(max_examples)
+    examples = attack_examples(log, adv)
     if only_success:
         examples = [e for e in examples if e.fooled]
     if sort_by == "w1":
@@ -96,6 +108,20 @@ def load_attack_examples(log: str | os.PathLike, adv: str | os.PathLike, *, max_
     if max_examples is None and len(examples) > MAX_EXAMPLES:
         raise ValueError(f"{len(examples)} examples are too many for one picture: choose at most {MAX_EXAMPLES}")
     return examples[:max_examples]
+
+
+def nearest_fooled(attacks: dict, max_examples: int) -> list[AttackExample]:
+    """The nearest adversarial examples several attacks found on one model: of every image some attack fooled,
+    the example of smallest exact W1 (ties: the attack named first), smallest first, at most ``max_examples``
+    (1..32); each example's ``found_by`` names its attack. ``attacks``: name -> (attack log, its ``--save-adv``
+    file), all of the same images. An empty list when no attack fooled an image."""
+    _check_max_examples(max_examples)
+    nearest = {}
+    for name, (log, adv) in attacks.items():
+        for e in attack_examples(log, adv):
+            if e.fooled and (e.idx not in nearest or e.w1 < nearest[e.idx].w1):
+                nearest[e.idx] = dataclasses.replace(e, found_by=name)
+    return sorted(nearest.values(), key=lambda e: e.w1)[:max_examples]  # stable: first found among equals
 
 
 def largest_moves(plan: TransportPlan, count: int | None) -> np.ndarray:
@@ -136,8 +162,9 @@ def attack_figure(examples: list[AttackExample], *, arrows: int | None = DEFAULT
         _image(axes[r, 0], displayed(e.clean), cmap, norm, f"idx {e.idx}: true label {e.label}\n"
                f"clean: predicted {_class(e.predict)}")
         outcome, colour = _outcome(e)
-        _image(axes[r, 1], displayed(e.adv), cmap, norm, f"adversarial: predicted {_class(e.adv_predict)}\n{outcome}",
-               colour)
+        by = "" if e.found_by is None else f" ({e.found_by})"
+        _image(axes[r, 1], displayed(e.adv), cmap, norm,
+               f"adversarial{by}: predicted {_class(e.adv_predict)}\n{outcome}", colour)
         _image(axes[r, 2], diff, diff_cmap, diff_norm, f"adversarial − clean\nnominal ε {_fmt(e.radius)}, "
                f"exact W1 {_fmt(plan.value)}")
         _arrows(axes[r, 2], plan, chosen, points_per_mass, e.clean.shape[0])

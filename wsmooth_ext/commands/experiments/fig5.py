@@ -29,9 +29,14 @@ bound; flow: flow-plan L1 norm): compare attacks on the W1 columns.
 Writes into --out DIR:
   standard.pt adversarial.pt smoothed.pt   checkpoints of the models trained here
   MODEL_METHOD.tsv                         attack logs, as `wsmooth attack` writes them (`wsmooth analyze`)
+  adversarial/MODEL_METHOD.pt              their adversarial examples, as `wsmooth attack --save-adv` saves
+                                           them (`wsmooth show attack LOG --adv FILE` draws any of them)
   summary.md                               the models; accuracy under attack at --grid vs nominal eps and vs
                                            exact W1, medians, seconds per digit; the command line
   fig5.png                                 the curves: one row per attack, vs nominal eps | vs exact W1
+  examples_MODEL.png                       the model's 4 fooled digits of smallest exact W1 over its attacks:
+                                           clean | adversarial | difference with the optimal transport plan
+                                           (none for a model no attack fooled: summary.md says so)
   experiment.json                          the settings DIR was started with
 
 Sizes. The defaults are paper-like: 20 epochs, 100 digits, the paper's MNIST attack schedule (eps0 0.3, x1.1

@@ -23,6 +23,8 @@ Writes into --out DIR:
   summary.md                 the two halves of Table 1, each cell beside the paper's value and the difference,
                              95% intervals, tight-certificate medians, seconds per image; the command line
   certified_accuracy_NOISE.png  certified accuracy vs radius, one curve per sigma
+  noise_samples.png          the first test images (as many as fit 8 rows, 1 to 3) under every noise at every
+                             sigma: samples 0-3 of their votes, drawn as certify and predict draw them
   experiment.json            the settings and the hashes of the checkpoints read
 
 --data-dir (default $WSMOOTH_DATA) holds MNIST in torchvision's layout (MNIST/raw/t10k-images-idx3-ubyte[.gz]
