@@ -139,6 +139,9 @@ def test_ensemble_refusals():
 
     with pytest.raises(ValueError, match="at least one model"):
         Ensemble([])
+    with pytest.raises(ValueError, match="members must be a list of models, got one WongMNIST"):
+        Ensemble(build_model("wong_mnist"))
+    assert len(Ensemble(torch.nn.ModuleList([build_model("wong_mnist")])).members) == 1
     with pytest.raises(ValueError, match=r"members\[1\] must be an nn.Module"):
         Ensemble([build_model("wong_mnist"), "model.pt"])
     with pytest.raises(ValueError, match=r"agree on num_classes: members\[0\] has 10, members\[1\] has 3"):

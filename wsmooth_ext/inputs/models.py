@@ -200,7 +200,9 @@ class Ensemble(nn.Module):
 
     def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
-        members = list(members) if not isinstance(members, nn.Module) else [members]
+        if isinstance(members, nn.Module) and not isinstance(members, nn.ModuleList):
+            raise ValueError(f"members must be a list of models, got one {type(members).__name__}: wrap it in a list")
+        members = list(members)
         if not members:
             raise ValueError("members must hold at least one model, got none")
         for j, member in enumerate(members):
