@@ -187,7 +187,7 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
                                  "the checkpoint" if len(paths) == 1 else f"checkpoint {path}")
     num_classes = meta.get("num_classes")
     if not isinstance(num_classes, int):
-        raise UserError(f"checkpoint {args.checkpoint} records no num_classes")
+        raise UserError(f"checkpoint {paths[0]} records no num_classes")
     smooth = Smooth(model.to(device), num_classes, sigma, noise=noise, certificate=certificate, seed=args.seed)
 
     images, labels = load_dataset(args.dataset, args.split, args.data_dir)

@@ -17,12 +17,13 @@ ground metric, both in mass-normalized units; they cover perturbations that pres
 Certificates: tight (default for laplace noises; Teng et al.), paper (Levine & Feizi Eq. 20/21, for exact
 reproduction), uniform (the only one for flow-uniform).
 
---noise and --sigma default to the checkpoint's metadata. Several checkpoints make one base classifier, their
-ensemble: its output is the log of the mean of the models' softmax (Horvath et al. 2022), its vote that mean's
-top class. It is one fixed classifier, so its certificates hold like a single model's; every vote costs one
-forward pass of each model. The models must agree on classes and image shape, and on the noise and sigma that
---noise and --sigma default to. The log's model_sha256 column records every checkpoint's hash, joined with '+'
-in the order given; --resume refuses another set or order. Images: indices 0, skip, 2*skip, ... of the
+Several checkpoints make one base classifier, their ensemble: its output is the log of the mean of the models'
+softmax (Horvath et al. 2022), its vote that mean's top class. It is one fixed classifier, so its certificates
+hold like a single model's; every vote costs one forward pass of each model. The models must agree on classes
+and image shape, and on the noise and sigma that --noise and --sigma default to. The log's model_sha256 column
+records every checkpoint's hash, joined with '+' in the order given; --resume refuses another set or order.
+
+--noise and --sigma default to the checkpoint's metadata. Images: indices 0, skip, 2*skip, ... of the
 split, at most --max-images of them; an image's noise depends only on (--seed, its index), so runs can be split
 with --skip/--max-images or interrupted and continued with --resume without changing any row. An existing --out
 file is never overwritten: pass --resume to continue it (settings must match, and its rows must be the first
