@@ -262,13 +262,15 @@ def test_arch_and_method_options_reach_the_checkpoints(tmp_path, capsys):
     out = tmp_path / "cnn4"
     options = ["--arch", "mnist_cnn4", "--num-noise", "3", "--consistency-lambda", "1.5"]
     picked = ["--methods", "noise,consistency", "--sigmas", "0.02", "--train-size", "200", "--epochs", "1",
-              "--max-images", "4"]
+              "--max-images", "4", "--skip", "3"]
     assert _experiment(out, *picked, *options) == 0
     assert "training 2 mnist_cnn4 on 200 digits images" in capsys.readouterr().out
     summary = (out / "summary.md").read_text()
     assert "`mnist_cnn4` trained on 200 digits training images" in summary
     assert "defaults except `--num-noise 3`, `--consistency-lambda 1.5`" in summary
     assert "--arch mnist_cnn4 --num-noise 3 --consistency-lambda 1.5" in summary  # the command that reruns it
+    assert "certified on 4 held-out images (indices 0, 3, 6, ...)" in summary
+    assert [r["idx"] for r in read_log(out / "noise_sigma0.02.tsv")[1]] == [0, 3, 6, 9]
     _, meta, _ = load_training_state(out / "consistency_sigma0.02.pt")
     args = meta["train_args"]
     assert meta["arch"] == "mnist_cnn4"
@@ -293,7 +295,7 @@ def test_arch_and_method_options_reach_the_checkpoints(tmp_path, capsys):
     older = tmp_path / "older"
     assert _experiment(older, "--methods", "noise", "--sigmas", "0.02", "--train-size", "200", "--epochs", "1",
                        "--max-images", "2") == 0
-    _without_keys(older / "experiment.json", ["arch", "num_noise", "consistency_lambda", "macer_gamma"])
+    _without_keys(older / "experiment.json", ["arch", "num_noise", "consistency_lambda", "macer_gamma", "skip"])
     capsys.readouterr()
     assert _experiment(older, "--methods", "noise", "--sigmas", "0.02", "--train-size", "200", "--epochs", "1",
                        "--max-images", "2", "--resume") == 0

@@ -5,8 +5,8 @@ A declaration on :mod:`.engine`. For each (method, σ) it trains ``arch`` (defau
 files) exactly as ``wsmooth train --arch ARCH --method METHOD`` would, with the method's hyper-parameters at their
 defaults except those given (one setting per hyper-parameter of the registry's ``--method`` methods, the options
 of ``wsmooth train``; a value applies to every method of ``methods`` that has it, and is refused where none has
-it), certifies the first ``max_images`` held-out images exactly as ``wsmooth certify`` would, and writes into the
-output folder:
+it), certifies the first ``max_images`` held-out images taken every ``skip``-th (``wsmooth certify --skip
+--max-images``) exactly as ``wsmooth certify`` would, and writes into the output folder:
 
 * ``METHOD_sigmaS.pt`` — the checkpoint (resumable, with per-epoch history);
 * ``METHOD_sigmaS.tsv`` — the certify log;
@@ -65,6 +65,7 @@ OPTIONS = (
     Option("certificate", None, "certificate", type=str, choices=CERTIFICATES,
            none="the strongest valid one for --noise: tight for the laplace noises, uniform for the uniform ones"),
     options.images(500),
+    options.SKIP,
     *options.CERTIFY,
 )
 
@@ -117,6 +118,12 @@ def format_table(runs, radii) -> str:
     return markdown(header, body, markdown=True)
 
 
+def _which_images(s, count: int) -> str:
+    if s.skip == 1:
+        return f"the first {count} held-out images"
+    return f"{count} held-out images (indices 0, {s.skip}, {2 * s.skip}, ...)"
+
+
 def _report(result) -> Report:
     from ..analysis.certify import plot_certified_accuracy
 
@@ -128,7 +135,7 @@ def _report(result) -> Report:
             f"under {s.noise} noise with each method at its `wsmooth train` defaults"
             + (f" except {', '.join(changed)} (for the methods that have them)" if changed else "")
             + "; its smoothed classifier "
-            f"certified on the first {s.max_images} held-out images ({s.certificate} certificate, n0 {s.n0}, n "
+            f"certified on {_which_images(s, len(result.data.indices))} ({s.certificate} certificate, n0 {s.n0}, n "
             f"{s.samples}, alpha {s.alpha:g}, seed {s.seed}).\n\n"
             "Radii: certified Wasserstein-1 radius, L2 ground metric, mass-normalized units. Accuracies in % of the "
             "certified images (abstentions count as wrong; certified accuracy at r: correct with radius >= r); "

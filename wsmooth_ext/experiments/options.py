@@ -202,6 +202,9 @@ def images(default: int | None) -> Option:
                   type=int, metavar="M", none="all", group=E, shared_range="max")
 
 
+SKIP = Option("skip", 1, "evaluate every skip-th held-out image (0, skip, 2*skip, ...; 20: the 500 official MNIST "
+              "test digits of issue 19's benchmark)", count, group=E, shared_range="skip")
+
 CERTIFY = (
     Option("n0", 1000, "selection samples per image", count, group=E, shared_range="n0"),
     Option("samples", 10000, "estimation samples per image", count, group=E, shared_range="n"),

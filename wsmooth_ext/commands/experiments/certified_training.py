@@ -11,7 +11,8 @@ HELP = ("train a base model (--arch, default wong_mnist) with each training meth
 EPILOG = """\
 For each method (--methods) and sigma (--sigmas): trains --arch (default wong_mnist) on the training images of
 --dataset exactly as `wsmooth train --arch ARCH --method METHOD` would, then certifies the first --max-images
-held-out images exactly as `wsmooth certify` would. The methods' own hyper-parameters are those of
+held-out images (every --skip-th: --skip 20 --max-images 500 are the official test digits 0, 20, ..., 9980)
+exactly as `wsmooth certify` would. The methods' own hyper-parameters are those of
 `wsmooth train -h` (same names, ranges and defaults): each given value applies to every method of --methods that
 has it (--num-noise 4: four noisy copies for each method), is checked against each such method's range, and is
 refused when no method of --methods has it. --dataset mnist trains on the official 60,000 training digits and
@@ -35,7 +36,7 @@ OMP_NUM_THREADS=1 (small training batches gain little from more threads).
 example:  OMP_NUM_THREADS=1 wsmooth experiment certified-training --out wsmooth_out/certified_training
           wsmooth experiment certified-training --quick --methods noise,consistency --out quick
           wsmooth experiment certified-training --dataset mnist --data-dir DATA --arch mnist_cnn4 \
-              --methods noise,consistency --sigmas 0.01 --num-noise 4 --epochs 10 --out cnn4_mnist
+              --methods noise,consistency --sigmas 0.01 --num-noise 4 --epochs 10 --skip 20 --out cnn4_mnist
 """
 
 
