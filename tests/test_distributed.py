@@ -77,6 +77,22 @@ def test_torchrun_two_processes_equal_single_process(tmp_path, command, extra):
     assert result.stdout.count(f"{'certified' if command == 'certify' else 'predicted'} 9 images") == 1
 
 
+def test_torchrun_ensemble_equals_single_process(tmp_path):
+    # several checkpoints: every rank smooths the same ensemble, and the merged log records both hashes
+    first = _checkpoint(tmp_path / "a.pt")
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "b.pt", build_model("mnist_cnn4", input_shape=(1, 8, 8)),
+                    {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.05})
+    args = ["certify", first, str(tmp_path / "b.pt"), "--n0", "16", "--n", "64"] + FAST
+    single, merged = tmp_path / "single.tsv", tmp_path / "merged.tsv"
+    assert main(args + ["--out", str(single)]) == 0
+    result = _torchrun(args + ["--out", str(merged)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_log(merged)[1]
+    assert _without_time(rows) == _without_time(read_log(single)[1]) and len(rows) == 9
+    assert rows[0]["model_sha256"].count("+") == 1
+
+
 def test_torchrun_resume_continues_each_rank(tmp_path):
     ckpt = _checkpoint(tmp_path / "model.pt")
     out = tmp_path / "log.tsv"

@@ -245,3 +245,89 @@ def test_a_sibling_module_becomes_another_experiment(tmp_path, monkeypatch, caps
         assert "certified-training" in listed and "fig5-attack" in listed
     finally:
         sys.modules.pop(f"{package.__name__}.fig5_attack", None)
+
+
+def _without_keys(path, keys):
+    import json
+
+    record = json.loads(path.read_text())
+    for key in keys:
+        del record["settings"][key]
+    path.write_text(json.dumps(record))
+
+
+def test_arch_and_method_options_reach_the_checkpoints(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "cnn4"
+    options = ["--arch", "mnist_cnn4", "--num-noise", "3", "--consistency-lambda", "1.5"]
+    picked = ["--methods", "noise,consistency", "--sigmas", "0.02", "--train-size", "200", "--epochs", "1",
+              "--max-images", "4", "--skip", "3"]
+    assert _experiment(out, *picked, *options) == 0
+    assert "training 2 mnist_cnn4 on 200 digits images" in capsys.readouterr().out
+    summary = (out / "summary.md").read_text()
+    assert "`mnist_cnn4` trained on 200 digits training images" in summary
+    assert "defaults except `--num-noise 3`, `--consistency-lambda 1.5`" in summary
+    assert "--arch mnist_cnn4 --num-noise 3 --consistency-lambda 1.5" in summary  # the command that reruns it
+    assert "certified on 4 held-out images (indices 0, 3, 6, ...)" in summary
+    assert [r["idx"] for r in read_log(out / "noise_sigma0.02.tsv")[1]] == [0, 3, 6, 9]
+    _, meta, _ = load_training_state(out / "consistency_sigma0.02.pt")
+    args = meta["train_args"]
+    assert meta["arch"] == "mnist_cnn4"
+    assert (args["method"], args["num_noise"], args["consistency_lambda"], args["consistency_eta"]) == (
+        "consistency", 3, 1.5, 0.5)  # given, given, the method's default
+    _, meta, _ = load_training_state(out / "noise_sigma0.02.pt")
+    assert (meta["train_args"]["num_noise"], meta["train_args"]["consistency_lambda"]) == (3, None)
+    # the very checkpoint `wsmooth train` writes with the same options
+    alone = tmp_path / "alone.pt"
+    assert main(["train", "--dataset", "digits", "--train-size", "200", "--epochs", "1", "--lr", "0.01", "--batch",
+                 "32", "--optimizer", "adam", "--sigma", "0.02", "--method", "consistency", *options, "--out",
+                 str(alone), "--no-progress"]) == 0
+    ours, theirs = load_training_state(out / "consistency_sigma0.02.pt")[0], load_training_state(alone)[0]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs) and ours.keys() == theirs.keys()
+    capsys.readouterr()
+    # --resume refuses another architecture or another method option, and a folder recorded before these
+    # settings existed resumes as what it was (wong_mnist, each method's defaults)
+    assert _experiment(out, *picked, *options[:2], "--resume") == 2
+    _one_error_line(capsys, "--num-noise 3 (now 1 for noise, 2 for consistency, 2 for smoothadv, 8 for macer)")
+    assert _experiment(out, *picked, *options[2:], "--resume") == 2
+    _one_error_line(capsys, "--arch mnist_cnn4 (now wong_mnist)")
+    older = tmp_path / "older"
+    assert _experiment(older, "--methods", "noise", "--sigmas", "0.02", "--train-size", "200", "--epochs", "1",
+                       "--max-images", "2") == 0
+    _without_keys(older / "experiment.json", ["arch", "num_noise", "consistency_lambda", "macer_gamma", "skip"])
+    capsys.readouterr()
+    assert _experiment(older, "--methods", "noise", "--sigmas", "0.02", "--train-size", "200", "--epochs", "1",
+                       "--max-images", "2", "--resume") == 0
+    assert "trained (1 epochs), not retrained" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad, needles", [
+    (["--methods", "noise,smoothadv", "--macer-gamma", "0.1"],
+     ["--macer-gamma: no method of --methods (noise, smoothadv) has it; it belongs to macer"]),
+    (["--methods", "noise,consistency", "--num-noise", "1"],
+     ["--num-noise must be an integer >= 2 and <= 1024 for method consistency, got 1"]),
+    (["--consistency-lambda", "-1"], ["--consistency-lambda must be in [0, 1000]"]),
+    (["--adv-steps", "0"], ["--adv-steps must be an integer >= 1"])])
+def test_method_options_are_checked_before_any_work(tmp_path, capsys, bad, needles):
+    assert _experiment(tmp_path / "x", *bad) == 2
+    _one_error_line(capsys, *needles)
+    assert not (tmp_path / "x").exists()
+
+
+SHARED = next((p / "shared" for p in __import__("pathlib").Path(__file__).resolve().parents[2:4]
+               if (p / "shared").is_dir()), None)
+
+
+@pytest.mark.skipif(SHARED is None or not (SHARED / "data" / "MNIST").is_dir(),
+                    reason="full MNIST is not in ../shared/data")
+def test_runs_on_the_official_mnist_files(tmp_path, capsys):
+    out = tmp_path / "mnist"
+    assert main(["experiment", "certified-training", "--out", str(out), "--dataset", "mnist", "--data-dir",
+                 str(SHARED / "data"), "--arch", "mnist_cnn4", "--methods", "noise", "--sigmas", "0.01",
+                 "--train-size", "256", "--epochs", "1", "--batch", "64", "--max-images", "2", "--n0", "8",
+                 "--samples", "16", "--device", "cpu", "--no-progress"]) == 0
+    rows = read_log(out / "noise_sigma0.01.tsv")[1]
+    assert [r["idx"] for r in rows] == [0, 1] and {r["dataset"] for r in rows} == {"mnist"}
+    _, meta, _ = load_training_state(out / "noise_sigma0.01.pt")
+    assert meta["arch"] == "mnist_cnn4" and meta["input_shape"] == [1, 28, 28] and meta["dataset"] == "mnist"

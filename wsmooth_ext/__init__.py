@@ -34,7 +34,9 @@ _LAZY = {
     "NOISES": "core.noises",
     "load_dataset": "inputs.data",
     "build_model": "inputs.models",
+    "Ensemble": "inputs.models",
     "load_checkpoint": "inputs.checkpoint",
+    "load_ensemble": "inputs.checkpoint",
     "save_checkpoint": "inputs.checkpoint",
 }
 

@@ -35,12 +35,19 @@ def resolve_device(requested: str | None):
     return device
 
 
-def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_help: str) -> None:
-    """CHECKPOINT, --arch and the dataset selection: shared by certify, predict and attack."""
+def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_help: str, several: bool = False) -> None:
+    """CHECKPOINT, --arch and the dataset selection: shared by certify, predict and attack. ``several``: one or
+    more checkpoints (``args.checkpoint`` is then a list), whose ensemble is the base classifier."""
     from ..inputs.data import DATASETS
     from ..inputs.models import ARCHS
 
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (wsmooth_ext or reference format)")
+    if several:
+        parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="+",
+                            help="model checkpoint (wsmooth_ext or reference format); several: one base classifier, "
+                                 "their ensemble (the log of the mean of the models' softmax), smoothed as one")
+    else:
+        parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                            help="model checkpoint (wsmooth_ext or reference format)")
     parser.add_argument("--arch", choices=sorted(ARCHS), default=None,
                         help="architecture (needed only if the checkpoint does not record it)")
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help=dataset_help)
@@ -62,12 +69,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     from ..core.noises import NOISES, help_text
     from ..infra.ranges import ranged
 
-    add_model_and_data_arguments(parser, "dataset to evaluate on")
+    add_model_and_data_arguments(parser, "dataset to evaluate on", several=True)
     parser.add_argument("--noise", default=None, choices=NOISES,
-                        help=f"smoothing noise (default: the checkpoint's training noise): {help_text()}")
+                        help=f"smoothing noise (default: the checkpoint's training noise; several checkpoints must "
+                             f"agree on it): {help_text()}")
     parser.add_argument("--sigma", default=None,
                         **ranged(parser, "sigma", "noise std per flow edge (or per pixel), mass-normalized units "
-                                          "(default: the checkpoint's)"))
+                                          "(default: the checkpoint's; several checkpoints must agree on it)"))
     parser.add_argument("--alpha", default=0.05, **ranged(parser, "alpha", "failure probability of each result (default 0.05)"))
     parser.add_argument("--batch", default=None,
                         **ranged(parser, "batch", "noisy images per forward pass (default: automatic, min(1000, 64 MiB / "
@@ -136,7 +144,7 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     """
     import torch
 
-    from ..inputs.checkpoint import checkpoint_sha256, load_checkpoint
+    from ..inputs.checkpoint import checkpoints_sha256, load_checkpoint, load_ensemble
     from ..cli import UserError
     from ..inputs.data import load_dataset
     from ..core.noises import CHECK_SAMPLES
@@ -160,28 +168,26 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     check_new_output(args.out, args.resume)
     device = resolve_device(args.device)
 
-    model, meta = load_checkpoint(args.checkpoint, arch=args.arch, map_location="cpu")
-    noise = args.noise or meta.get("noise")
+    paths = checkpoint_paths(args)
+    if len(paths) == 1:  # the model itself, not a one-member ensemble: its votes are its own argmax
+        model, meta = load_checkpoint(paths[0], arch=args.arch, map_location="cpu")
+        metas = [meta]
+    else:
+        model, metas = load_ensemble(paths, arch=args.arch, map_location="cpu")
+        meta = metas[0]
+    noise = args.noise or agreed_default(paths, metas, "noise")
     if noise in (None, "none"):
-        raise UserError(f"--noise is required: checkpoint {args.checkpoint} records noise {meta.get('noise')!r}")
-    sigma = args.sigma if args.sigma is not None else meta.get("sigma")
+        raise UserError(f"--noise is required: checkpoint {paths[0]} records noise {meta.get('noise')!r}")
+    sigma = args.sigma if args.sigma is not None else agreed_default(paths, metas, "sigma")
     if sigma is None:
-        raise UserError(f"--sigma is required: checkpoint {args.checkpoint} records no sigma")
+        raise UserError(f"--sigma is required: checkpoint {paths[0]} records no sigma")
     notes = []  # printed after a successful run, so a failing command prints only its error line
-    trained = meta.get("noise"), meta.get("sigma")
-    if trained[0] not in (None, "none") and trained != (noise, sigma):
-        notes.append(f"note: the checkpoint was trained with noise {trained[0]} sigma {trained[1]}; smoothed with "
-                     f"{noise} sigma {sigma}")
-    if meta.get("dataset") not in (None, args.dataset):
-        notes.append(f"note: the checkpoint was trained on {meta['dataset']}, evaluated on {args.dataset}")
-    from ..training.compat_adversarial import describe_adversarial
-
-    adversarial = describe_adversarial(meta.get("train_args"))
-    if adversarial:
-        notes.append(f"note: the base model was {adversarial}")
+    for path, member in zip(paths, metas):
+        notes += _training_notes(member, noise, sigma, args.dataset,
+                                 "the checkpoint" if len(paths) == 1 else f"checkpoint {path}")
     num_classes = meta.get("num_classes")
     if not isinstance(num_classes, int):
-        raise UserError(f"checkpoint {args.checkpoint} records no num_classes")
+        raise UserError(f"checkpoint {paths[0]} records no num_classes")
     smooth = Smooth(model.to(device), num_classes, sigma, noise=noise, certificate=certificate, seed=args.seed)
 
     images, labels = load_dataset(args.dataset, args.split, args.data_dir)
@@ -213,9 +219,46 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     if precision != "fp32":
         notes.append(f"note: --precision {precision}: certified the smoothed classifier of the {precision} base "
                      "model (recorded in the log's precision column)")
-    identity = {"model_sha256": checkpoint_sha256(args.checkpoint), "dataset": args.dataset, "split": args.split,
+    identity = {"model_sha256": checkpoints_sha256(paths), "dataset": args.dataset, "split": args.split,
                 "precision": precision}
     return Loaded(smooth, images, labels, indices, identity, notes)
+
+
+def checkpoint_paths(args) -> list:
+    """The CHECKPOINT arguments as a list (one, or the members of an ensemble)."""
+    return list(args.checkpoint) if isinstance(args.checkpoint, (list, tuple)) else [args.checkpoint]
+
+
+def agreed_default(paths: list, metas: list, key: str):
+    """The ``noise`` or ``sigma`` the checkpoints record, which every member of an ensemble must share to be a
+    default (UserError naming the first checkpoint that differs)."""
+    from ..cli import UserError
+
+    first = metas[0].get(key)
+    for path, meta in zip(paths[1:], metas[1:]):
+        if meta.get(key) != first:
+            raise UserError(f"checkpoint {path} records {key} {meta.get(key)!r}, checkpoint {paths[0]} records "
+                            f"{first!r}: the models of an ensemble must agree on the default {key} (or give "
+                            f"--{key})")
+    return first
+
+
+def _training_notes(meta: dict, noise: str, sigma: float, dataset: str, which: str) -> list:
+    """Notes on how one model was trained, where that differs from how it is used (``which``: how to name it)."""
+    from ..training.compat_adversarial import describe_adversarial
+
+    notes = []
+    trained = meta.get("noise"), meta.get("sigma")
+    if trained[0] not in (None, "none") and trained != (noise, sigma):
+        notes.append(f"note: {which} was trained with noise {trained[0]} sigma {trained[1]}; smoothed with "
+                     f"{noise} sigma {sigma}")
+    if meta.get("dataset") not in (None, dataset):
+        notes.append(f"note: {which} was trained on {meta['dataset']}, evaluated on {dataset}")
+    adversarial = describe_adversarial(meta.get("train_args"))
+    if adversarial:
+        base = "the base model" if which == "the checkpoint" else f"the model of {which}"
+        notes.append(f"note: {base} was {adversarial}")
+    return notes
 
 
 def run_sharded(args, fn, loaded: Loaded, **kwargs) -> bool:

@@ -1,72 +1,17 @@
 """`wsmooth train`'s method options, all derived from the training-method registry: one option per selector
 (--method, --adversarial), one per hyper-parameter of any method (its range, units, help and defaults from
-the method's dataclass), and the checks that run before any data is read."""
+the method's dataclass, through :mod:`wsmooth_ext.training.hyper_options`), and the checks that run before any
+data is read."""
 
 from __future__ import annotations
 
 import argparse
 import re
 
-
-def _users(key: str) -> list:
-    """The methods with hyper-parameter ``key`` (a value fixed by its range, like adversarial training's one
-    copy, does not count: there is nothing to choose)."""
-    from ..training.params import specs
-    from ..training.registry import METHODS
-
-    out = []
-    for m in METHODS.values():
-        spec = specs(m.params).get(key)
-        if spec is not None and not (spec[1].low is not None and spec[1].low == spec[1].high):
-            out.append(m)
-    return out
-
-
-def _prefix(users: list) -> str:
-    """Whom an option concerns: "" (every method of --method), "--adversarial" (every attack) or names."""
-    from ..training.registry import METHODS, OPTIONS
-
-    options = {m.option for m in users}
-    if len(options) == 1:
-        option = options.pop()
-        if len(users) == sum(m.option == option for m in METHODS.values()):
-            return "" if OPTIONS[option] != "none" else f"--{option}: "
-    return ", ".join(m.name for m in users) + ": "
-
-
-def option_help(key: str) -> str:
-    """--help of a hyper-parameter's option: who uses it, what it is, its units (floats), default(s) and
-    allowed range(s)."""
-    from ..training.params import specs
-
-    users = _users(key)
-    entries = [specs(m.params)[key] for m in users]
-    spec = entries[0][1]
-    text = _prefix(users) + spec.help
-    if not spec.integer:
-        units = {m.name: s.units for m, (_, s) in zip(users, entries)}
-        text += (f", {spec.units}" if len(set(units.values())) == 1
-                 else " (" + "; ".join(f"{name}: {u}" for name, u in units.items()) + ")")
-    defaults = [d for d, _ in entries]
-    if len(set(defaults)) == 1:
-        text += f" (default {defaults[0]:g}{spec.default_note})"
-    else:
-        text += " (default " + ", ".join(f"{d:g} for {m.name}" for m, d in zip(users, defaults)) + ")"
-    ranges = [s.range_text() for _, s in entries]
-    usual = max(ranges, key=ranges.count)
-    others = "; ".join(f"{m.name}: {r}" for m, r in zip(users, ranges) if r != usual)
-    return text + f"; allowed {usual}" + (f" ({others})" if others else "")
-
-
-def hyper_keys() -> list[str]:
-    """Every hyper-parameter of a registered method that is an option, in registration order."""
-    from ..training.params import specs
-    from ..training.registry import METHODS
-
-    keys: list[str] = []
-    for m in METHODS.values():
-        keys += [k for k in specs(m.params) if k not in keys and _users(k)]
-    return keys
+from ..training.hyper_options import flag as _option
+from ..training.hyper_options import hyper_keys, is_integer, option_help
+from ..training.hyper_options import users as _users
+from ..training.hyper_options import whom as _prefix
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,12 +24,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"{OPTION_HELP[option]} (default {default}): {listed}")
     for key in hyper_keys():
         spec = specs(_users(key)[0].params)[key][1]
-        parser.add_argument(f"--{key.replace('_', '-')}", type=int if spec.integer else float, default=None,
+        parser.add_argument(_option(key), type=int if is_integer(key) else float, default=None,
                             metavar=spec.metavar, help=option_help(key))
-
-
-def _option(key: str) -> str:
-    return f"--{key.replace('_', '-')}"
 
 
 def check_method_options(args) -> None:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "certify the smoothed classifier of a checkpoint: certified Wasserstein radius per test image (TSV log)"
+HELP = ("certify the smoothed classifier of a checkpoint (or of an ensemble of several): certified Wasserstein "
+        "radius per test image (TSV log)")
 
 EPILOG = """\
 Cohen et al.'s CERTIFY: --n0 noisy samples select the top class, --samples fresh samples bound its probability
@@ -15,6 +16,12 @@ The radius column is the certified Wasserstein-1 radius with the L2 ground metri
 ground metric, both in mass-normalized units; they cover perturbations that preserve the image's mass.
 Certificates: tight (default for laplace noises; Teng et al.), paper (Levine & Feizi Eq. 20/21, for exact
 reproduction), uniform (the only one for flow-uniform).
+
+Several checkpoints make one base classifier, their ensemble: its output is the log of the mean of the models'
+softmax (Horvath et al. 2022), its vote that mean's top class. It is one fixed classifier, so its certificates
+hold like a single model's; every vote costs one forward pass of each model. The models must agree on classes
+and image shape, and on the noise and sigma that --noise and --sigma default to. The log's model_sha256 column
+records every checkpoint's hash, joined with '+' in the order given; --resume refuses another set or order.
 
 --noise and --sigma default to the checkpoint's metadata. Images: indices 0, skip, 2*skip, ... of the
 split, at most --max-images of them; an image's noise depends only on (--seed, its index), so runs can be split
@@ -27,6 +34,7 @@ Option names avoid torchrun's own (--n and --max are aliases for direct use only
 torchrun with or without a "--" before the subcommand.
 
 example:  wsmooth certify model.pt --dataset mnist5k --n0 100 --samples 1000 --max-images 100 --out certify.tsv
+ensemble: wsmooth certify a.pt b.pt c.pt --dataset mnist5k --n0 100 --samples 1000 --max-images 100 --out ens.tsv
 """
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ._common import add_common_arguments
 
-HELP = "predict with the smoothed classifier of a checkpoint (accuracy with abstentions; TSV log)"
+HELP = ("predict with the smoothed classifier of a checkpoint (or of an ensemble of several; accuracy with "
+        "abstentions; TSV log)")
 
 EPILOG = """\
 Cohen et al.'s PREDICT: --samples noisy samples per image; with top-two class counts nA >= nB, a two-sided binomial
@@ -16,9 +17,11 @@ test of nA out of nA + nB at 1/2 decides, abstaining (predict -1) if its p-value
 returned class is the smoothed classifier's with probability >= 1 - alpha. This is how the paper measures
 accuracy (n = 10,000, alpha = 0.05). The log follows Cohen's predict format (idx label predict correct time)
 with extra columns; --noise/--sigma default to the checkpoint's, and an existing --out is never
-overwritten (--resume continues it).
+overwritten (--resume continues it). Several checkpoints: the base classifier is their ensemble (log of the mean
+of the models' softmax), as in `wsmooth certify`; they must agree on the defaults of --noise and --sigma.
 
 example:  wsmooth predict model.pt --dataset mnist5k --samples 1000 --max-images 100 --out predict.tsv
+ensemble: wsmooth predict a.pt b.pt c.pt --dataset mnist5k --samples 1000 --max-images 100 --out ens.tsv
 """
 
 

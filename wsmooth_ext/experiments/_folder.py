@@ -51,13 +51,15 @@ def read_record(out: Path, name: str) -> dict:
 
 
 def check_output(out: Path, name: str, settings: dict, resume: bool,
-                 spell: Callable[[str, Any], str] | None = None) -> bool:
+                 spell: Callable[[str, Any], str] | None = None, predates: dict | None = None) -> bool:
     """Fail before any work unless ``out`` can hold experiment ``name`` with ``settings`` (a JSON object).
     True when it continues an existing experiment.
 
     A new experiment needs a missing or empty folder; ``resume`` continues a folder whose experiment.json
     records the same settings (and starts a new experiment in a missing or empty one). ``spell(name, value)``
-    writes a setting's value in messages as its option takes it (default :func:`format_value`)."""
+    writes a setting's value in messages as its option takes it (default :func:`format_value`). ``predates``:
+    the value of a setting that the recorded experiment.json lacks (one added to the experiment since: its
+    default, which is what the folder's runs used)."""
     from ..runs.logfile import check_new_output
 
     if out.exists() and not out.is_dir():
@@ -69,7 +71,7 @@ def check_output(out: Path, name: str, settings: dict, resume: bool,
         raise FileExistsError(f"--out {out} already exists and is not empty; pass --resume to continue the "
                               "experiment in it, or choose another folder")
     data = read_record(out, name)
-    before = data.get("settings") or {}
+    before = {**(predates or {}), **(data.get("settings") or {})}
     spell = spell or (lambda key, value: format_value(value))
     changed = [f"{option(k)} {spell(k, before.get(k))} (now {spell(k, v)})"
                for k, v in settings.items() if before.get(k) != v]

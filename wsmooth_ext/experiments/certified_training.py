@@ -1,8 +1,12 @@
 """The certified-training comparison (issue 12): every training method at every σ, certified on held-out digits.
 
-A declaration on :mod:`.engine`. For each (method, σ) it trains ``wong_mnist`` on the training digits exactly as
-``wsmooth train --method METHOD`` would (the method's own hyper-parameters at their defaults), certifies the first
-``max_images`` held-out digits exactly as ``wsmooth certify`` would, and writes into the output folder:
+A declaration on :mod:`.engine`. For each (method, σ) it trains ``arch`` (default ``wong_mnist``; any of
+``inputs.models.ARCHS``) on the training images of ``dataset`` (``mnist5k``, ``digits`` or the official ``mnist``
+files) exactly as ``wsmooth train --arch ARCH --method METHOD`` would, with the method's hyper-parameters at their
+defaults except those given (one setting per hyper-parameter of the registry's ``--method`` methods, the options
+of ``wsmooth train``; a value applies to every method of ``methods`` that has it, and is refused where none has
+it), certifies the first ``max_images`` held-out images taken every ``skip``-th (``wsmooth certify --skip
+--max-images``) exactly as ``wsmooth certify`` would, and writes into the output folder:
 
 * ``METHOD_sigmaS.pt`` — the checkpoint (resumable, with per-epoch history);
 * ``METHOD_sigmaS.tsv`` — the certify log;
@@ -23,7 +27,7 @@ from ..core.noises import NOISES, help_text
 from ..training.keywords import METHODS
 from . import _checks, options
 from .engine import Experiment, Report
-from .options import ARCH, Option
+from .options import Option
 from .steps import Certify, Run, Train
 
 NAME = "certified-training"
@@ -46,16 +50,22 @@ def _sigmas(name, values) -> tuple:
     return sigmas
 
 
+METHOD_OPTIONS = options.method_options("method")  # --num-noise, --consistency-lambda, ... as `wsmooth train`'s
+METHOD_KEYS = tuple(o.name for o in METHOD_OPTIONS)
+
 OPTIONS = (
     Option("methods", METHODS, f"training methods, among {', '.join(METHODS)}",
            partial(_checks.names, allowed=METHODS, noun="method"), metavar="M"),
     Option("sigmas", (0.01, 0.02), "noise std per flow edge, mass-normalized units", _sigmas, metavar="S"),
     *options.TRAINING,
+    options.arch_option(),
+    *METHOD_OPTIONS,
     Option("noise", "flow-laplace", f"training and smoothing noise: {help_text()}", options.choice(NOISES),
            choices=NOISES),
     Option("certificate", None, "certificate", type=str, choices=CERTIFICATES,
            none="the strongest valid one for --noise: tight for the laplace noises, uniform for the uniform ones"),
     options.images(500),
+    options.SKIP,
     *options.CERTIFY,
 )
 
@@ -71,11 +81,14 @@ def _check(s):
     except ValueError as exc:
         raise ValueError(f"--certificate: {exc}") from None
     check_vote_budget("--n0 + --samples", s.n0 + s.samples)
+    options.check_method_values(s, s.methods, METHOD_KEYS)
     return dataclasses.replace(s, certificate=certificate)
 
 
 def _plan(s, extras) -> list:
-    return [Run(Train(_stem(m, sigma), f"{m}, sigma {sigma:g}", {"noise": s.noise, "sigma": sigma, "method": m}),
+    given = options.check_method_values(s, s.methods, METHOD_KEYS)  # {method: its hyper-parameters given}
+    return [Run(Train(_stem(m, sigma), f"{m}, sigma {sigma:g}",
+                      {"noise": s.noise, "sigma": sigma, "method": m, **given[m]}),
                 (Certify(log=f"{_stem(m, sigma)}.tsv", label=f"{m}, sigma {sigma:g}", noise=s.noise, sigma=sigma,
                          certificate=s.certificate, n0=s.n0, n=s.samples, alpha=s.alpha, seed=s.seed,
                          batch=extras["certify_batch"]),),
@@ -105,15 +118,24 @@ def format_table(runs, radii) -> str:
     return markdown(header, body, markdown=True)
 
 
+def _which_images(s, count: int) -> str:
+    if s.skip == 1:
+        return f"the first {count} held-out images"
+    return f"{count} held-out images (indices 0, {s.skip}, {2 * s.skip}, ...)"
+
+
 def _report(result) -> Report:
     from ..analysis.certify import plot_certified_accuracy
 
     s, runs = result.settings, result.runs
     table = format_table(runs, result.extras["radii"])
+    changed = [f"`{o.flag} {o.spell(getattr(s, o.name))}`" for o in METHOD_OPTIONS if getattr(s, o.name) is not None]
     text = (f"# Certified training comparison ({NAME})\n\n"
-            f"`{ARCH}` trained on {result.train_count} {s.dataset} training images ({options.training_recipe(s)}) "
-            f"under {s.noise} noise with each method at its `wsmooth train` defaults; its smoothed classifier "
-            f"certified on the first {s.max_images} held-out images ({s.certificate} certificate, n0 {s.n0}, n "
+            f"`{s.arch}` trained on {result.train_count} {s.dataset} training images ({options.training_recipe(s)}) "
+            f"under {s.noise} noise with each method at its `wsmooth train` defaults"
+            + (f" except {', '.join(changed)} (for the methods that have them)" if changed else "")
+            + "; its smoothed classifier "
+            f"certified on {_which_images(s, len(result.data.indices))} ({s.certificate} certificate, n0 {s.n0}, n "
             f"{s.samples}, alpha {s.alpha:g}, seed {s.seed}).\n\n"
             "Radii: certified Wasserstein-1 radius, L2 ground metric, mass-normalized units. Accuracies in % of the "
             "certified images (abstentions count as wrong; certified accuracy at r: correct with radius >= r); "

@@ -181,18 +181,21 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
     out = Path(out_dir)
     recorded = _checks.as_json(settings)
     spell = _spell(experiment)
-    _folder.check_output(out, experiment.name, recorded, resume, spell=spell)
+    # a setting that an existing folder's record predates (added to the experiment later) had its default
+    predates = _checks.as_json(experiment.defaults())
+    _folder.check_output(out, experiment.name, recorded, resume, spell=spell, predates=predates)
 
     plan = experiment.plan(settings, extras)
     data = load_data(experiment, settings, data_dir, any(isinstance(r.model, Train) for r in plan))
     givens = [r.model for r in plan if isinstance(r.model, Given)]
     loaded = {g.name: g.load(data)[0] for g in givens}
     given_sha = {g.name: checkpoint_sha256(g.path) for g in givens}
-    ctx = Context(out, settings, data, device, progress, log, experiment.unit, experiment.arch, experiment.split,
-                  loaded)
+    arch = getattr(settings, "arch", experiment.arch)  # an experiment with an arch setting trains that one
+    ctx = Context(out, settings, data, device, progress, log, experiment.unit, arch, experiment.split, loaded)
 
     with exclusive_output(out / _folder.SETTINGS_FILE, what="--out"):
-        if _folder.check_output(out, experiment.name, recorded, resume, spell=spell) is False:  # a new folder
+        if _folder.check_output(out, experiment.name, recorded, resume, spell=spell,
+                                predates=predates) is False:  # a new folder
             record = {"experiment": experiment.name, "settings": recorded}
             if any(o.path for o in experiment.options):  # it can take checkpoints: record what it was given
                 record["given_sha256"] = given_sha
@@ -225,7 +228,7 @@ def _introduction(experiment: Experiment, plan: list, ctx: Context) -> str:
     given = [f"{r.model.label} {r.model.path}" for r in plan if isinstance(r.model, Given)]
     parts = [f"{len(plan)} models"]
     if trained:
-        parts.append(f"training {len(trained)} {experiment.arch} on {len(data.train[0])} {s.dataset} images "
+        parts.append(f"training {len(trained)} {ctx.arch} on {len(data.train[0])} {s.dataset} images "
                      f"({s.epochs} epochs)")
     if given:
         parts.append("given " + ", ".join(given))

@@ -10,6 +10,7 @@ list into the command's arguments and ``--help``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -133,6 +134,65 @@ TRAINING = (  # what every model trained here shares (steps.Train reads them)
     SEED,
 )
 
+def arch_option() -> Option:
+    """The architecture an experiment trains (``inputs.models.ARCHS``), where the experiment lets one choose."""
+    from ..inputs.models import ARCHS
+
+    names = tuple(sorted(ARCHS))
+    return Option("arch", ARCH, "architecture of the trained models (wong_mnist: the paper's; mnist_cnn4: wider, "
+                  "about 13x the cost per vote)", choice(names), choices=names, group=T)
+
+
+M = "training-method options (each applies to every method of --methods that has it)"
+
+
+def _hyper_value(key: str):
+    """The check of one hyper-parameter option: None (each method's default) or a number of its kind; its range
+    is checked against each chosen method (:func:`check_method_values`), as ranges differ between methods."""
+    from ..training.hyper_options import is_integer
+
+    def check(name, value):
+        if value is None:
+            return None
+        integer = is_integer(key)
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{_checks.option(name)} must be {'an integer' if integer else 'a finite number'}, "
+                             f"got {value!r}")
+        return value if integer else float(value)
+    return check
+
+
+def method_options(option: str = "method") -> tuple:
+    """One option per hyper-parameter of the training methods ``option`` selects, derived from the registry as
+    ``wsmooth train``'s are (:mod:`wsmooth_ext.training.hyper_options`); default None: each method's own."""
+    from ..training.hyper_options import default_text, hyper_keys, is_integer, option_help
+
+    return tuple(Option(key, None, option_help(key, with_default=False), _hyper_value(key),
+                        type=int if is_integer(key) else float, none=default_text(key), group=M)
+                 for key in hyper_keys(option))
+
+
+def check_method_values(settings, methods, keys) -> dict:
+    """{method: its hyper-parameters given in ``settings``} for each of ``methods`` (names), every value checked
+    against that method's range; ValueError naming the option for a value out of a method's range or given
+    where no method of ``methods`` has it."""
+    from ..training.hyper_options import flag, users
+    from ..training.params import check_value, specs
+    from ..training.registry import METHODS
+
+    given = {k: getattr(settings, k) for k in keys if getattr(settings, k) is not None}
+    out = {}
+    for name in methods:
+        own = specs(METHODS[name].params)
+        out[name] = {k: check_value(flag(k), v, own[k][1], METHODS[name].title) for k, v in given.items() if k in own}
+    for key in given:
+        if not any(key in values for values in out.values()):
+            owners = ", ".join(m.name for m in users(key))
+            raise ValueError(f"{flag(key)}: no method of --methods ({', '.join(methods)}) has it; it belongs to "
+                             f"{owners}")
+    return out
+
+
 E = "evaluation"
 
 
@@ -141,6 +201,9 @@ def images(default: int | None) -> Option:
     return Option("max_images", default, "evaluate the first M held-out images", partial(count, allow_none=True),
                   type=int, metavar="M", none="all", group=E, shared_range="max")
 
+
+SKIP = Option("skip", 1, "evaluate every skip-th held-out image (0, skip, 2*skip, ...; 20: the 500 official MNIST "
+              "test digits of issue 19's benchmark)", count, group=E, shared_range="skip")
 
 CERTIFY = (
     Option("n0", 1000, "selection samples per image", count, group=E, shared_range="n0"),

@@ -39,11 +39,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import ARCHS, build_model
+from .models import ARCHS, Ensemble, build_model
 from ..core.noises import TRAINING_NOISES as NOISES
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "NOISES", "save_checkpoint", "load_checkpoint", "read_checkpoint",
-           "load_training_state", "checkpoint_sha256"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "NOISES", "save_checkpoint", "load_checkpoint", "load_ensemble",
+           "read_checkpoint", "load_training_state", "checkpoint_sha256", "checkpoints_sha256"]
 
 FORMAT = "wsmooth_ext.checkpoint"
 FORMAT_VERSION = 1
@@ -138,6 +138,12 @@ def checkpoint_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def checkpoints_sha256(paths) -> str:
+    """What a log records for the base classifier of ``paths``: one checkpoint's :func:`checkpoint_sha256`, or
+    for an ensemble its members' joined with '+' in the order given (the order is part of the identity)."""
+    return "+".join(checkpoint_sha256(path) for path in paths)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -281,6 +287,39 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None,
     _check_finite(model, path)
     model.eval()
     return model, meta
+
+
+def load_ensemble(paths, arch: str | None = None, map_location: Any = "cpu") -> tuple[Ensemble, list[dict]]:
+    """One base classifier over the models of ``paths`` (a list of checkpoints in any format
+    :func:`load_checkpoint` reads): an :class:`~wsmooth_ext.inputs.models.Ensemble` (log of the mean of the
+    members' softmax) in eval mode, and each checkpoint's metadata in the order given.
+
+    The members must agree on ``num_classes`` and ``input_shape`` (ValueError naming the checkpoint that
+    differs); ``arch``, when given, must match every checkpoint. Noise and σ are the caller's business: each
+    member's are in its metadata.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("paths must name at least one checkpoint, got none")
+    seen = {}
+    for path in paths:
+        key = os.path.realpath(path)
+        if key in seen:
+            also = "" if str(seen[key]) == str(path) else f" (also as {seen[key]})"
+            raise ValueError(f"checkpoint {path} is given twice{also}: each member of an ensemble counts once")
+        seen[key] = path
+    models, metas = [], []
+    for path in paths:
+        model, meta = load_checkpoint(path, arch=arch, map_location=map_location)
+        for key in ("num_classes", "input_shape"):
+            if metas and meta.get(key) != metas[0].get(key):
+                raise ValueError(f"checkpoint {path} has {key} {meta.get(key)}, checkpoint {paths[0]} has "
+                                 f"{metas[0].get(key)}: the members of an ensemble must agree")
+        models.append(model)
+        metas.append(meta)
+    return Ensemble(models).eval(), metas
 
 
 def _check_finite(model: nn.Module, path: Path) -> None:

@@ -71,7 +71,8 @@ def certify_to_log(smooth: Smooth, images: torch.Tensor, labels, indices, out_pa
     """Certify ``images[i]`` for each i in ``indices`` (key = i) and append one row per image to ``out_path``.
 
     Returns every row of the log (resumed ones included) as dicts. ``identity``: what produced the run
-    (``model_sha256``, ``dataset``, ``split``), recorded in every row and checked on ``resume``. Format and
+    (``model_sha256``: :func:`~wsmooth_ext.inputs.checkpoint.checkpoints_sha256`, ``dataset``, ``split``,
+    ``precision``), recorded in every row and checked on ``resume``. Format and
     resume rules: :mod:`wsmooth_ext.runs.logfile`.
     """
     settings = {"n0": n0, "n": n, "alpha": float(alpha), "certificate": smooth.certificate,

@@ -12,7 +12,8 @@ Rows are appended one per image and flushed at once. Files are never truncated o
 * the log must not exist (or be empty) unless ``resume=True``;
 * one writer at a time: the log is locked (``fcntl.flock``) while a run appends to it;
 * with ``resume=True`` the header and every existing row's settings (n0, n, alpha, certificate, noise,
-  sigma, seed) and identity (the model's SHA-256, the dataset and split) must equal this run's, the labels
+  sigma, seed) and identity (the model's SHA-256 — every member's, for an ensemble —, the dataset and split) must
+  equal this run's, the labels
   must agree, the logged images must be the first images of this run's selection in its order (so the
   finished log equals an uninterrupted run; a longer selection extends a log, another one is refused), and
   images whose ``idx`` is already logged are skipped. A half-written last line (an interruption mid-write) is removed and its image redone;
@@ -32,8 +33,10 @@ COHEN_CERTIFY_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
 COHEN_PREDICT_HEADER = ("idx", "label", "predict", "correct", "time")
 CERTIFY_SETTINGS = ("n0", "n", "alpha", "certificate", "noise", "sigma", "seed")
 PREDICT_SETTINGS = ("n", "alpha", "noise", "sigma", "seed")
-# what produced a run: the checkpoint's SHA-256 (first 16 hex digits), the dataset and its split, and the
-# precision the base classifier voted in (a bf16 model is another classifier than its fp32 original)
+# what produced a run: the checkpoint's SHA-256 (first 16 hex digits; for an ensemble base classifier its
+# checkpoints' joined with '+' in the order given, so another set or order is another classifier), the dataset
+# and its split, and the precision the base classifier voted in (a bf16 model is another classifier than its fp32
+# original)
 IDENTITY_COLUMNS = ("model_sha256", "dataset", "split", "precision")
 CERTIFY_COLUMNS = (COHEN_CERTIFY_HEADER + ("radius_l1", "p_lower", "count_top", "count_label") + CERTIFY_SETTINGS
                    + IDENTITY_COLUMNS)
