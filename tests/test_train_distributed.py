@@ -155,15 +155,7 @@ def test_two_processes_train_the_single_process_weights_with_each_method(method,
         base = [a for i, a in enumerate(ARGS) if a not in ("--noise", "--sigma")
                 and ARGS[i - 1] not in ("--noise", "--sigma")]
     args = base + method + ["--epochs", "1"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(args + ["--out", str(tmp_path / "single.pt")]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    _torchrun(args + ["--out", str(tmp_path / "ddp.pt")])
-    single_state, single_meta, single_train = load_training_state(tmp_path / "single.pt")
-    ddp_state, ddp_meta, ddp_train = load_training_state(tmp_path / "ddp.pt")
+    (single_state, single_meta, single_train), (ddp_state, ddp_meta, ddp_train) = _single_then_ddp(args, tmp_path)
     initial = _initial_state()
     moved = 0.0
     for key in single_state:
@@ -204,6 +196,17 @@ def test_two_processes_take_the_single_process_smoothadv_step(tmp_path, monkeypa
     args = ARGS[:ARGS.index("--train-size")] + ["--train-size", "63", "--batch", "63", "--optimizer", "sgd",
                                                 "--lr", "0.1", "--noise", "flow-laplace", "--sigma", "0.05",
                                                 "--no-progress", "--epochs", "1"] + SMOOTHADV
+    (single, _, single_train), (ddp, _, ddp_train) = _single_then_ddp(args, tmp_path)
+    initial = _initial_state()
+    assert max(float((single[k] - initial[k]).abs().max()) for k in single) > 1e-3  # 100 x the tolerance below
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert ddp_train["history"][0]["loss"] == pytest.approx(single_train["history"][0]["loss"], rel=1e-4)
+
+
+def _single_then_ddp(args, tmp_path):
+    """Train ``args`` in this process on one thread (as each torchrun process runs), then with 2 processes;
+    the two checkpoints' (state, metadata, training state)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -211,13 +214,7 @@ def test_two_processes_take_the_single_process_smoothadv_step(tmp_path, monkeypa
     finally:
         torch.set_num_threads(threads)
     _torchrun(args + ["--out", str(tmp_path / "ddp.pt")])
-    single, _, single_train = load_training_state(tmp_path / "single.pt")
-    ddp, _, ddp_train = load_training_state(tmp_path / "ddp.pt")
-    initial = _initial_state()
-    assert max(float((single[k] - initial[k]).abs().max()) for k in single) > 1e-3  # 100 x the tolerance below
-    for key in single:
-        torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
-    assert ddp_train["history"][0]["loss"] == pytest.approx(single_train["history"][0]["loss"], rel=1e-4)
+    return load_training_state(tmp_path / "single.pt"), load_training_state(tmp_path / "ddp.pt")
 
 
 def _share_noise(sample_noise, batch, rows, num_noise):

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .models import ARCHS, Ensemble, build_model
+from ..infra.files import write_atomic
 from ..core.noises import TRAINING_NOISES as NOISES
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "NOISES", "save_checkpoint", "load_checkpoint", "load_ensemble",
@@ -117,18 +118,7 @@ def save_torch_file(obj, path: Path, what: str) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # per process, so concurrent writers never share a temporary; removed whatever happens
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {what}: {exc.strerror or exc}", str(path)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, buffer.getbuffer(), what)
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:

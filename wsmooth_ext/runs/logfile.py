@@ -29,6 +29,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from ..infra.files import write_atomic  # noqa: F401  (also imported from here by the engine, the demo and tests)
+
 COHEN_CERTIFY_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
 COHEN_PREDICT_HEADER = ("idx", "label", "predict", "correct", "time")
 CERTIFY_SETTINGS = ("n0", "n", "alpha", "certificate", "noise", "sigma", "seed")
@@ -306,18 +308,3 @@ def merge_part_logs(out_path: str | os.PathLike, parts: list[Path], order: list[
     lines += ["\t".join(format_field(rows[i][c]) for c in columns) + "\n" for i in order]
     write_atomic(Path(out_path), "".join(lines).encode())
     return len(order)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` all at once; on any error nothing is left but the old file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(path)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
