@@ -12,9 +12,10 @@ from wsmooth_ext.attacks.base import StateAttack
 from wsmooth_ext.attacks.registry import AttackSpec
 from wsmooth_ext.cli import main
 from wsmooth_ext.core.flows import apply_flow, flow_gradient
+from wsmooth_ext.experiments.steps import Attack
 from wsmooth_ext.inputs.checkpoint import load_checkpoint
 from wsmooth_ext.inputs.data import load_dataset
-from wsmooth_ext.runs.logfile import read_log
+from wsmooth_ext.runs.logfile import format_field, parse_field, read_log
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
@@ -128,6 +129,12 @@ def test_wsmooth_attack_runs_the_new_attack_and_logs_exact_w1(registered, traine
     assert [r["radius"] for r in rows] == [float(v) for v in direct.radius]
     assert [r["iterations"] for r in rows] == direct.iterations.tolist()
     torch.testing.assert_close(saved["adv"], direct.adversarial, rtol=0, atol=0)
+
+    # an experiment's attack step takes it by name too, with the settings the command logged
+    step = Attack(log="x.tsv", label="x", method=registered, eps0=0.01, eps_factor=1.5, eps_every=2, max_iter=20)
+    assert {k: parse_field(format_field(v)) for k, v in step.settings().items()} == {k: rows[0][k]
+                                                                                    for k in step.settings()}
+    assert isinstance(step.build(model), OneEdgeAttack) and step.build(model).eps0 == 0.01
 
 
 def test_the_new_attack_is_offered_in_help(registered, capsys):
