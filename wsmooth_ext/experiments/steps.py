@@ -287,11 +287,6 @@ class Attack(_LogStep):
     batch: int = 20  # images attacked together; changes no result beyond float rounding
     verbs = ("attacked", "attacking", "reattacked")
 
-    def _values(self) -> dict:
-        """Every attack setting: the schedule of this step, the rest at ``wsmooth attack``'s defaults."""
-        return {**ATTACK_PARAMS, "eps0": self.eps0, "eps_factor": self.eps_factor, "eps_every": self.eps_every,
-                "max_iter": self.max_iter}
-
     def settings(self) -> dict:
         """The settings columns of the log, as ``wsmooth attack`` records them for the same attack."""
         from ..attacks.registry import log_settings
@@ -309,6 +304,11 @@ class Attack(_LogStep):
         return get(self.method).build(target, self._values(), n_grad=smooth.get("n_grad", 128),
                                       n_test=smooth.get("n_test", 10000), alpha=smooth.get("alpha", 0.05),
                                       batch_size=1000)
+
+    def _values(self) -> dict:
+        """Every attack setting: the schedule of this step, the rest at ``wsmooth attack``'s defaults."""
+        return {**ATTACK_PARAMS, "eps0": self.eps0, "eps_factor": self.eps_factor, "eps_every": self.eps_every,
+                "max_iter": self.max_iter}
 
     def write(self, ctx, model, path, identity):
         from ..runs.attack import attack_to_log  # looked up on every call: tests interrupt it
