@@ -12,12 +12,16 @@ from wsmooth_ext.attacks.base import StateAttack
 from wsmooth_ext.attacks.registry import AttackSpec
 from wsmooth_ext.cli import main
 from wsmooth_ext.core.flows import apply_flow, flow_gradient
+from wsmooth_ext.experiments import fig5  # noqa: F401  (see below)
 from wsmooth_ext.experiments.steps import Attack
 from wsmooth_ext.inputs.checkpoint import load_checkpoint
 from wsmooth_ext.inputs.data import load_dataset
 from wsmooth_ext.runs.logfile import format_field, parse_field, read_log
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
+# fig5 takes its --methods choices from the registry when it is first imported, which any `main` call does
+# (it builds every command's parser): imported above, before a test registers, the registration cannot leak
+# into fig5's choices for the tests that follow.
 
 IMAGES = 20
 SCHEDULE = ["--eps0", "0.01", "--eps-factor", "1.5", "--eps-every", "2", "--max-iter", "20"]
