@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..attacks.registry import get as get_attack
 from ..runs.attack import ATTACK_HEADER
 from ..runs.logfile import read_log
 from ..core.smooth import ABSTAIN
@@ -276,12 +277,6 @@ def format_check(result: dict) -> str:
     return "\n".join([text] + [f"warning: {w}" for w in result["warnings"]])
 
 
-# what each attack's nominal ε measures (its own units; only exact W1 compares attacks)
-NOMINAL_UNITS = {"sinkhorn": "radius of the entropic ball (cost |offset|_2)",
-                 "frank-wolfe": "W1 bound, L2 ground", "pgd-dual": "W1 bound, L2 ground",
-                 "flow": "L1 norm of the flow plan (≥ W1, L1 ground)"}
-
-
 def format_attack_tables(logs: dict, grid) -> str:
     """Two Markdown tables of accuracy under attack (%) at each ``grid`` value, of nominal ε and of exact W1; one
     row per log of ``logs`` ((model, attack) -> path, in row order). Medians over all attacked images (0: wrong
@@ -329,7 +324,7 @@ def plot_attacks_by_method(logs: dict, models, methods, grid, out_png) -> Path:
             for m in models:
                 ax.step(eps, accuracy_under_attack(rows[(m, method)], eps, column), where="post", label=m)
             if column == "radius":
-                ax.set_xlabel(f"nominal ε: {NOMINAL_UNITS[method]}, mass-normalized", fontsize=8)
+                ax.set_xlabel(f"nominal ε: {get_attack(method).nominal}, mass-normalized", fontsize=8)
             else:
                 ax.set_xlabel("exact W1 of the example (L2 ground), mass-normalized", fontsize=8)
             ax.set_ylabel("accuracy under attack (%)")

@@ -4,6 +4,8 @@
 projected-Sinkhorn PGD attack with a growing ball (Wong, Schmidt & Kolter 2019) used in the paper's §6.2;
 :mod:`.frank_wolfe` optimizes local couplings by Frank–Wolfe and :mod:`.dual_pgd` by PGD with a dual projection (both after Wu, Wang & Yu 2020); :mod:`.flow` is PGD over local flows with ‖δ‖₁ ≤ ε (Lemma 1's geometry); :mod:`.base` holds
 the target (plain or smoothed) and the outer loop they share.
+:mod:`.registry` names them all (``ATTACKS``) with the settings each takes: what the commands, experiments and
+analyses read.
 """
 
 from .base import AttackResult

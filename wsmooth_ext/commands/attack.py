@@ -8,8 +8,6 @@ import sys
 HELP = ("Wasserstein adversarial attack (projected-Sinkhorn PGD, Frank-Wolfe or flow-space PGD) on a model or its "
         "smoothed classifier (TSV log)")
 
-METHODS = ("sinkhorn", "frank-wolfe", "pgd-dual", "flow")
-
 EPILOG = """\
 Projected-Sinkhorn PGD (Wong et al. 2019) as in Levine & Feizi §6.2: sign (or L2) gradient steps in pixel
 space, entropic projection onto the Wasserstein ball of radius eps around the clean image (local k x k
@@ -64,7 +62,7 @@ SMOOTHED_DEFAULTS = {"n_grad": 128, "n_test": 10000, "alpha": 0.05, "success_tes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..attacks import NORMS, PROJECTIONS
+    from ..attacks.registry import ATTACKS, DEFAULT, SETTINGS, method_help
     from ..core.noises import NOISES
     from ..infra.ranges import ranged
     from ._common import add_image_selection, add_model_and_data_arguments
@@ -93,41 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                      "image size at most 2**31 pixel values"))
     g.add_argument("--seed", default=None, **ranged(parser, "seed", "seed of the noise (default 0)"))
     a = parser.add_argument_group("attack")
-    a.add_argument("--method", default="sinkhorn", choices=METHODS,
-                   help="sinkhorn: projected-Sinkhorn PGD (default); frank-wolfe; pgd-dual: PGD with dual "
-                        "projection on couplings; flow: PGD over flows")
+    a.add_argument("--method", default=DEFAULT, choices=tuple(ATTACKS), help=method_help())
     a.add_argument("--eps", default=None,
                    **ranged(parser, "eps", "fixed radius (mass-normalized units); default: grow from --eps0"))
-    a.add_argument("--ground", default="l2", choices=("l2", "l1"),
-                   help="frank-wolfe, pgd-dual: transport cost |offset|_2 (default) or |offset|_1")
-    a.add_argument("--gamma", default=0.03,
-                   **ranged(parser, "gamma", "frank-wolfe: entropy weight of the LMO, units of the normalized gradient "
-                                     "(default 0.03)"))
-    a.add_argument("--flow-step", default=0.05,
-                   **ranged(parser, "flow_step", "flow: gradient step as a fraction of eps (default 0.05)"))
-    a.add_argument("--p", default=1.0, **ranged(parser, "p", "transport cost |offset|^p in pixels (default 1: W1)"))
-    a.add_argument("--kernel-size", default=5, **ranged(parser, "kernel_size", "side k of the local transport window (default 5)"))
-    a.add_argument("--reg", default=1000.0, **ranged(parser, "reg", "entropic regularization lambda (default 1000)"))
-    a.add_argument("--eps0", default=0.3, **ranged(parser, "eps0", "initial radius, mass-normalized units (default 0.3)"))
-    a.add_argument("--eps-factor", default=1.1,
-                   **ranged(parser, "eps_factor", "radius growth factor (default 1.1); --eps0 x factor ** (--max-iter // "
-                                          "--eps-every) at most 1e30"))
-    a.add_argument("--eps-every", default=10,
-                   **ranged(parser, "eps_every", "grow the radius every this many iterations (default 10)"))
-    a.add_argument("--max-iter", default=200, **ranged(parser, "max_iter", "PGD iterations (default 200)"))
-    a.add_argument("--step", default=0.1,
-                   **ranged(parser, "step", "step size in pixel units (sinkhorn) or pixel-mass units per coupling entry "
-                                    "(pgd-dual) (default 0.1)"))
-    a.add_argument("--norm", default="linf", choices=NORMS, help="linf: sign steps (default); l2: normalized gradient")
-    a.add_argument("--projection", default="box", choices=PROJECTIONS,
-                   help="sinkhorn: box (default) projects onto the intersection of the ball, the clean image's mass "
-                        "and pixels <= 1 (Hu et al. 2020), so examples keep their mass; clamp is the published "
-                        "attack (Wong et al. 2019): project onto the ball, then clamp to [0, 1], changing the mass")
-    a.add_argument("--sinkhorn-iter", default=400,
-                   **ranged(parser, "sinkhorn_iter", "projection iterations at most (default 400)"))
-    a.add_argument("--sinkhorn-tol", default=1e-4,
-                   **ranged(parser, "sinkhorn_tol", "projection stops once |mass(Z)/mass(X) - 1| <= this and its transport "
-                                            "cost <= eps*(1+1e-3) (default 1e-4)"))
+    for s in SETTINGS:  # the settings of every attack in the registry
+        if s.choices is not None:
+            a.add_argument(s.option, default=s.default, choices=s.choices, help=s.help)
+        else:
+            a.add_argument(s.option, default=s.default, **ranged(parser, s.name, s.help))
     a.add_argument("--attack-batch", default=100, **ranged(parser, "attack_batch", "images attacked together (default 100)"))
     parser.add_argument("--out", required=True, metavar="FILE.tsv", help="log to write (tab-separated)")
     parser.add_argument("--save-adv", default=None, metavar="FILE.pt", help="also save clean and adversarial images")
@@ -216,28 +187,24 @@ def _load_target(args, device):
     return target, num_classes, settings, notes, meta.get("input_shape")
 
 
+def attack_values(args) -> dict:
+    """Every attack setting (attacks.registry.SETTINGS) as the options give it and the log records it."""
+    from ..attacks.registry import SETTINGS
+
+    return {s.name: s.value(getattr(args, s.name)) for s in SETTINGS}
+
+
 def build_attack(args, target):
     """The attack object of --method; --eps fixes the radius (eps_factor 1), otherwise it grows from --eps0."""
-    from ..attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack, WassersteinPGD
+    from ..attacks.registry import get
 
-    eps0, factor = (args.eps, 1.0) if args.eps is not None else (args.eps0, args.eps_factor)
-    common = dict(eps_factor=factor, eps_every=args.eps_every, max_iter=args.max_iter, n_grad=args.n_grad,
-                  n_test=args.n_test, alpha=args.alpha, batch_size=args.batch, success_test=args.success_test)
-    if args.method == "frank-wolfe":
-        return FrankWolfeAttack(target, eps=eps0, kernel_size=args.kernel_size, ground=args.ground,
-                                gamma=args.gamma, **common)
-    if args.method == "pgd-dual":
-        return DualProjectionPGD(target, eps=eps0, step=args.step, kernel_size=args.kernel_size, ground=args.ground,
-                                 **common)
-    if args.method == "flow":
-        return FlowAttack(target, eps=eps0, step=args.flow_step, **common)
-    return WassersteinPGD(target, p=args.p, kernel_size=args.kernel_size, reg=args.reg, eps0=eps0, step=args.step,
-                          norm=args.norm, sinkhorn_iter=args.sinkhorn_iter, sinkhorn_tol=args.sinkhorn_tol,
-                          projection=args.projection, **common)
+    return get(args.method).build(target, attack_values(args), eps=args.eps, n_grad=args.n_grad, n_test=args.n_test,
+                                  alpha=args.alpha, batch_size=args.batch, success_test=args.success_test)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.attack import check_certified_vs_attack, format_check, read_certify_rows, summarize_attack_log
+    from ..attacks.registry import log_settings
     from ..inputs.checkpoint import checkpoint_sha256
     from ..cli import UserError
     from ..inputs.data import load_dataset
@@ -257,14 +224,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
 
     target, num_classes, settings, notes, input_shape = _load_target(args, device)
-    settings.update({"p": float(args.p), "kernel_size": args.kernel_size, "reg": float(args.reg),
-                     "eps0": float(args.eps0), "eps_factor": float(args.eps_factor), "eps_every": args.eps_every,
-                     "max_iter": args.max_iter, "step": float(args.step), "norm": args.norm,
-                     "sinkhorn_iter": args.sinkhorn_iter, "sinkhorn_tol": float(args.sinkhorn_tol),
-                     "method": args.method, "eps": None if args.eps is None else float(args.eps),
-                     "ground": args.ground if args.method in ("frank-wolfe", "pgd-dual") else None,
-                     "gamma": float(args.gamma) if args.method == "frank-wolfe" else None,
-                     "flow_step": float(args.flow_step) if args.method == "flow" else None})
+    settings.update(log_settings(args.method, attack_values(args), None if args.eps is None else float(args.eps)))
     images, labels = load_dataset(args.dataset, args.split, args.data_dir)
     if input_shape is not None and list(images.shape[1:]) != list(input_shape):
         raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects "

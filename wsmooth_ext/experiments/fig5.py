@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..attacks.registry import ATTACKS
 from ..training.compat_adversarial import UNITS
 from . import _checks, options
 from .engine import Experiment, Report
@@ -34,7 +35,7 @@ ADV_FOLDER = "adversarial"  # MODEL_METHOD.pt: each attack's examples, as `wsmoo
 EXAMPLES = 4  # rows of a model's picture of its nearest adversarial examples
 NOISE = "flow-laplace"  # the paper's smoothing noise
 MODELS = ("standard", "adversarial", "smoothed")
-ATTACK_METHODS = ("sinkhorn", "frank-wolfe", "pgd-dual", "flow")
+ATTACK_METHODS = tuple(ATTACKS)  # the attack registry (wsmooth_ext.attacks.registry)
 ADV_TRAININGS = ("flow", "sinkhorn", "frank-wolfe")
 DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 

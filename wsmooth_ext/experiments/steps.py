@@ -261,9 +261,14 @@ class Predict(_LogStep):
                 f"prediction {_seconds(path):.1f} s")
 
 
+def _attack_params() -> dict:
+    from ..attacks.registry import SETTINGS
+
+    return {s.name: s.default for s in SETTINGS if not s.every}
+
+
 # every attack's own parameters, at `wsmooth attack`'s defaults (recorded in each log's columns)
-ATTACK_PARAMS = {"p": 1.0, "kernel_size": 5, "reg": 1000.0, "step": 0.1, "norm": "linf", "sinkhorn_iter": 400,
-                 "sinkhorn_tol": 1e-4, "ground": "l2", "gamma": 0.03, "flow_step": 0.05}
+ATTACK_PARAMS = _attack_params()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,35 +301,26 @@ class Attack(_LogStep):
 
     def settings(self) -> dict:
         """The settings columns of the log, as ``wsmooth attack`` records them for the same attack."""
-        p, m, smooth = ATTACK_PARAMS, self.method, self.smoothing or {}
+        from ..attacks.registry import log_settings
+
+        smooth = self.smoothing or {}
         return {"mode": "smoothed" if self.smoothing else "plain",
                 **{k: smooth.get(k) for k in ("noise", "sigma", "n_grad", "n_test", "alpha", "seed")},
-                "p": p["p"], "kernel_size": p["kernel_size"], "reg": p["reg"], "eps0": self.eps0,
-                "eps_factor": self.eps_factor, "eps_every": self.eps_every, "max_iter": self.max_iter,
-                "step": p["step"], "norm": p["norm"], "sinkhorn_iter": p["sinkhorn_iter"],
-                "sinkhorn_tol": p["sinkhorn_tol"], "method": m, "eps": None,
-                "ground": p["ground"] if m in ("frank-wolfe", "pgd-dual") else None,
-                "gamma": p["gamma"] if m == "frank-wolfe" else None, "flow_step": p["flow_step"] if m == "flow" else None}
+                **log_settings(self.method, self._values(), None)}
 
     def build(self, target):
         """The attack on ``target`` (a model or a Smooth), as ``wsmooth attack`` builds it."""
-        from ..attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack, WassersteinPGD
+        from ..attacks.registry import get
 
-        p, smooth = ATTACK_PARAMS, self.smoothing or {}
-        common = dict(eps_factor=self.eps_factor, eps_every=self.eps_every, max_iter=self.max_iter,
-                      n_grad=smooth.get("n_grad", 128), n_test=smooth.get("n_test", 10000),
-                      alpha=smooth.get("alpha", 0.05), batch_size=1000)
-        if self.method == "frank-wolfe":
-            return FrankWolfeAttack(target, eps=self.eps0, kernel_size=p["kernel_size"], ground=p["ground"],
-                                    gamma=p["gamma"], **common)
-        if self.method == "pgd-dual":
-            return DualProjectionPGD(target, eps=self.eps0, step=p["step"], kernel_size=p["kernel_size"],
-                                     ground=p["ground"], **common)
-        if self.method == "flow":
-            return FlowAttack(target, eps=self.eps0, step=p["flow_step"], **common)
-        return WassersteinPGD(target, p=p["p"], kernel_size=p["kernel_size"], reg=p["reg"], eps0=self.eps0,
-                              step=p["step"], norm=p["norm"], sinkhorn_iter=p["sinkhorn_iter"],
-                              sinkhorn_tol=p["sinkhorn_tol"], **common)
+        smooth = self.smoothing or {}
+        return get(self.method).build(target, self._values(), n_grad=smooth.get("n_grad", 128),
+                                      n_test=smooth.get("n_test", 10000), alpha=smooth.get("alpha", 0.05),
+                                      batch_size=1000)
+
+    def _values(self) -> dict:
+        """Every attack setting: the schedule of this step, the rest at ``wsmooth attack``'s defaults."""
+        return {**ATTACK_PARAMS, "eps0": self.eps0, "eps_factor": self.eps_factor, "eps_every": self.eps_every,
+                "max_iter": self.max_iter}
 
     def write(self, ctx, model, path, identity):
         from ..runs.attack import attack_to_log  # looked up on every call: tests interrupt it

@@ -1,0 +1,171 @@
+"""The attack registry, the way :data:`wsmooth_ext.core.noises.FAMILIES` holds the noise families and
+:data:`wsmooth_ext.training.registry.METHODS` the training methods.
+
+:data:`ATTACKS` maps each attack's name to its :class:`AttackSpec`: the class, the settings it takes, how it is
+built from them, what its nominal ε bounds and a one-line help. :data:`SETTINGS` are the settings an attack can
+take — each one option of ``wsmooth attack`` with its default, its stated range (``infra.ranges.RANGES``) or
+choices, and its help. ``wsmooth attack``'s ``--method`` choices and options, the settings its logs record, the
+experiments' attack steps and choices, and the analysis' axis labels all derive from here (read at call time,
+so an entry added later counts). Adding an attack is its class and one entry in :data:`ATTACKS`
+(docs/architecture.md §How to add an attack; ``tests/test_attack_recipe.py`` follows it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..infra.ranges import RANGES
+from .dual_pgd import DualProjectionPGD
+from .flow import FlowAttack
+from .frank_wolfe import GROUNDS, FrankWolfeAttack
+from .pgd import NORMS, PROJECTIONS, WassersteinPGD
+
+__all__ = ["ATTACKS", "AttackSpec", "DEFAULT", "SETTINGS", "Setting", "defaults", "get", "log_settings",
+           "method_help", "setting"]
+
+# How an attack log records a setting (runs/attack.py writes the settings as columns, in this order):
+ALWAYS = "always"  # its value, whichever attack ran: the settings of the first logs, which recorded all of them
+# for every method; logs written since keep them, so --resume (which compares every setting) still continues them
+IF_TAKEN = "if taken"  # its value for the attacks that take it, None for the others
+BY_RUNNER = "by the runner"  # not here: runs.attack.attack_to_log records the attack object's own value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting an attack may take: the option ``--NAME`` (dashes for underscores) of ``wsmooth attack``.
+
+    ``help``: its ``--help`` text; a number's stated range (``RANGES[name]``) is appended to it and checked,
+    a word is one of ``choices``. ``every``: taken by every attack (the outer loop's radius schedule).
+    ``logged``: how the attack log records it (:data:`ALWAYS`, :data:`IF_TAKEN`, :data:`BY_RUNNER`).
+    """
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple | None = None
+    every: bool = False
+    logged: str = IF_TAKEN
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def value(self, given):
+        """``given`` as the log records it: a number as its range's int or float (ValueError naming the option
+        when out of range), a word as it is."""
+        return given if self.choices is not None else RANGES[self.name].check(given, self.option)
+
+
+# In the order of `wsmooth attack --help` (after --method and --eps).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ground", "l2", "frank-wolfe, pgd-dual: transport cost |offset|_2 (default) or |offset|_1",
+            choices=GROUNDS),
+    Setting("gamma", 0.03, "frank-wolfe: entropy weight of the LMO, units of the normalized gradient (default 0.03)"),
+    Setting("flow_step", 0.05, "flow: gradient step as a fraction of eps (default 0.05)"),
+    Setting("p", 1.0, "transport cost |offset|^p in pixels (default 1: W1)", logged=ALWAYS),
+    Setting("kernel_size", 5, "side k of the local transport window (default 5)", logged=ALWAYS),
+    Setting("reg", 1000.0, "entropic regularization lambda (default 1000)", logged=ALWAYS),
+    Setting("eps0", 0.3, "initial radius, mass-normalized units (default 0.3)", every=True, logged=ALWAYS),
+    Setting("eps_factor", 1.1, "radius growth factor (default 1.1); --eps0 x factor ** (--max-iter // --eps-every) "
+                               "at most 1e30", every=True, logged=ALWAYS),
+    Setting("eps_every", 10, "grow the radius every this many iterations (default 10)", every=True, logged=ALWAYS),
+    Setting("max_iter", 200, "PGD iterations (default 200)", every=True, logged=ALWAYS),
+    Setting("step", 0.1, "step size in pixel units (sinkhorn) or pixel-mass units per coupling entry (pgd-dual) "
+                         "(default 0.1)", logged=ALWAYS),
+    Setting("norm", "linf", "linf: sign steps (default); l2: normalized gradient", choices=NORMS, logged=ALWAYS),
+    Setting("projection", "box", "sinkhorn: box (default) projects onto the intersection of the ball, the clean "
+            "image's mass and pixels <= 1 (Hu et al. 2020), so examples keep their mass; clamp is the published "
+            "attack (Wong et al. 2019): project onto the ball, then clamp to [0, 1], changing the mass",
+            choices=PROJECTIONS, logged=BY_RUNNER),
+    Setting("sinkhorn_iter", 400, "projection iterations at most (default 400)", logged=ALWAYS),
+    Setting("sinkhorn_tol", 1e-4, "projection stops once |mass(Z)/mass(X) - 1| <= this and its transport cost "
+                                  "<= eps*(1+1e-3) (default 1e-4)", logged=ALWAYS),
+)
+
+
+def setting(name: str) -> Setting:
+    """The setting called ``name`` (KeyError otherwise)."""
+    for s in SETTINGS:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def defaults() -> dict:
+    """Every setting at its default: ``wsmooth attack`` without options."""
+    return {s.name: s.default for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack.
+
+    ``name``: the value of ``--method``. ``cls``: its class, a :class:`~.base.StateAttack` (or anything with
+    ``attack(x, y, keys)`` → :class:`~.base.AttackResult`) whose constructor takes the target, the radius as
+    keyword ``radius``, ``eps_factor``, ``eps_every``, ``max_iter``, the smoothed target's ``n_grad``,
+    ``n_test``, ``alpha``, ``batch_size``, ``success_test``, and its own ``settings`` (names of
+    :data:`SETTINGS`; ``keywords`` renames those its constructor calls otherwise). ``nominal``: what its
+    nominal ε (the logged ``radius``) measures, in words: the axis label of the analysis. ``help``: what
+    ``--method``'s help says after its name ("" where the name says it).
+    """
+
+    name: str
+    cls: type
+    settings: tuple[str, ...]
+    nominal: str
+    help: str
+    radius: str = "eps"
+    keywords: dict = field(default_factory=dict)
+
+    def takes(self, name: str) -> bool:
+        """Whether the attack uses setting ``name`` (its own, or one every attack takes)."""
+        return name in self.settings or setting(name).every
+
+    def build(self, target, values: dict, *, eps: float | None = None, **target_options):
+        """The attack on ``target`` (a classifier or a ``Smooth``) with ``values`` ({setting: value}, every
+        setting it takes): a radius growing from ``eps0``, or fixed at ``eps`` when given (factor 1).
+        ``target_options``: the smoothed target's ``n_grad``, ``n_test``, ``alpha``, ``batch_size``,
+        ``success_test`` (omitted ones at the class's defaults)."""
+        radius, factor = (values["eps0"], values["eps_factor"]) if eps is None else (eps, 1.0)
+        own = {self.keywords.get(name, name): values[name] for name in self.settings}
+        return self.cls(target, **{self.radius: radius}, eps_factor=factor, eps_every=values["eps_every"],
+                        max_iter=values["max_iter"], **own, **target_options)
+
+
+DEFAULT = "sinkhorn"  # the paper's attack
+
+ATTACKS: dict[str, AttackSpec] = {a.name: a for a in (
+    AttackSpec("sinkhorn", WassersteinPGD,
+               ("p", "kernel_size", "reg", "step", "norm", "projection", "sinkhorn_iter", "sinkhorn_tol"),
+               "radius of the entropic ball (cost |offset|_2)", "projected-Sinkhorn PGD", radius="eps0"),
+    AttackSpec("frank-wolfe", FrankWolfeAttack, ("kernel_size", "ground", "gamma"), "W1 bound, L2 ground", ""),
+    AttackSpec("pgd-dual", DualProjectionPGD, ("step", "kernel_size", "ground"), "W1 bound, L2 ground",
+               "PGD with dual projection on couplings"),
+    AttackSpec("flow", FlowAttack, ("flow_step",), "L1 norm of the flow plan (≥ W1, L1 ground)", "PGD over flows",
+               keywords={"flow_step": "step"}),
+)}
+
+
+def get(name) -> AttackSpec:
+    """The attack called ``name``, or ValueError listing the valid names."""
+    spec = ATTACKS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(f"attack method must be one of {list(ATTACKS)}, got {name!r}")
+    return spec
+
+
+def method_help() -> str:
+    """The help of ``--method``: every attack with its help, the default marked."""
+    return "; ".join(name + (f": {spec.help}" if spec.help else "") + (" (default)" if name == DEFAULT else "")
+                     for name, spec in ATTACKS.items())
+
+
+def log_settings(name: str, values: dict, eps: float | None) -> dict:
+    """The attack's settings columns of a log, in order: the :data:`ALWAYS` settings, ``method``, the fixed
+    radius ``eps`` (None: grown from eps0), then the :data:`IF_TAKEN` ones (None where the attack does not take
+    them). ``values``: {setting: value as recorded}."""
+    spec = get(name)
+    always = {s.name: values[s.name] for s in SETTINGS if s.logged == ALWAYS}
+    taken = {s.name: values[s.name] if spec.takes(s.name) else None for s in SETTINGS if s.logged == IF_TAKEN}
+    return {**always, "method": name, "eps": eps, **taken}
