@@ -78,7 +78,7 @@ def main() -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for item in args.logs:
-        label, _, path = item.partition("=")
+        label, _, path = item.rpartition("=")  # labels may hold "=" (σ=0.01); paths here do not
         print(markdown(label, summarize(path, args.certificate, args.skip)))
 
 
