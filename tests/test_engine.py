@@ -170,6 +170,10 @@ def test_its_command_comes_from_the_declaration(checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("name, bad, needle", [
     ("table1", ["--samples", "3000000000"], "--samples must be an integer in [1, 2**31]"),
     ("table1", ["--certify-batch", "99999999999"], "--certify-batch must be an integer in [1, 1e+07]"),
+    # in range, but 9,999,999 MNIST images at once are 7.8e9 pixel values (31 GiB): refused as `certify --batch`
+    ("table1", ["--certify-batch", "9999999"], "--certify-batch = 9999999 images of [1, 28, 28] at once"),
+    ("certified-training", ["--certify-batch", "9999999"], "above the limit of 2**31"),
+    ("fig5", ["--attack-batch", "100000", "--n-grad", "100000"], "--attack-batch = 10000000000 images"),
     ("certified-training", ["--n0", "3000000000"], "--n0 must be an integer in [1, 2**31]"),
     ("fig5", ["--n-grad", "100000000"], "--n-grad must be an integer in [1, 100000]"),
     ("fig5", ["--eps0", "1e308"], "--eps0 must be a number in (0, 10000]"),

@@ -156,4 +156,5 @@ EXPERIMENT = Experiment(
                 "mass-normalized", partial(_checks.radii, unit="W1, mass-normalized"), metavar="R"),
     tuning=(Option("certify_batch", None, "noisy images per forward pass while certifying; changes no result",
                    partial(options.count, allow_none=True), type=int, metavar="B",
-                   none="automatic, as `wsmooth certify`", shared_range="batch"),))
+                   none="automatic, as `wsmooth certify`", shared_range="batch",
+                   images_at_once=lambda s, batch: batch),))

@@ -138,6 +138,18 @@ def _spell(experiment: Experiment) -> Callable[[str, Any], str]:
     return lambda name, value: spelling.get(name, _folder.format_value)(value)
 
 
+def _check_images_at_once(experiment: Experiment, settings, extras: dict) -> None:
+    """ValueError naming the option whose batch would hold more pixel values at once than the commands allow."""
+    from ..infra.ranges import check_values_at_once
+    from ..inputs.data import DATASETS
+
+    for option in tuple(experiment.options) + experiment.extras:
+        value = getattr(settings, option.name, None) if option.name not in extras else extras[option.name]
+        if option.images_at_once is not None and value is not None:
+            check_values_at_once(option.images_at_once(settings, value), DATASETS[settings.dataset].input_shape,
+                                 option.flag)
+
+
 def load_data(experiment: Experiment, s, data_dir, needs_train: bool) -> Data:
     """The held-out images the experiment evaluates (the first ``max_images``, every ``skip``-th where the
     experiment has that setting) and, when a run trains, the training images (the first ``train_size``)."""
@@ -177,6 +189,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
     log = log or (lambda line: print(line, flush=True))
     settings = experiment.check_settings(settings if settings is not None else experiment.defaults())
     extras = experiment.check_extras(extras)
+    _check_images_at_once(experiment, settings, extras)
     device = torch.device(device if device is not None else "cpu")
     out = Path(out_dir)
     recorded = _checks.as_json(settings)

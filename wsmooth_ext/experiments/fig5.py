@@ -200,4 +200,6 @@ EXPERIMENT = Experiment(
     view=Option("grid", DEFAULT_GRID, "table columns: nominal eps and exact W1 values, mass-normalized",
                 partial(_checks.radii, unit="mass-normalized"), metavar="R"),
     tuning=(Option("attack_batch", 20, "digits attacked together; changes no result beyond float rounding",
-                   options.count, metavar="B", group=options.A, shared_range="attack_batch"),))
+                   options.count, metavar="B", group=options.A, shared_range="attack_batch",
+                   # a smoothed model's gradient holds n_grad noisy copies of every digit of the batch
+                   images_at_once=lambda s, batch: batch * s.n_grad),))

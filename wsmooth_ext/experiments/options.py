@@ -43,6 +43,9 @@ class Option:
     # the key in ranges.RANGES of the same quantity in `wsmooth certify`/`attack` (--n0, --batch, ...): the
     # experiment refuses what those commands refuse, before its first step, and --help states the range
     shared_range: str | None = None
+    # (settings, value) -> how many dataset images this value makes the run hold at once (a batch size): the
+    # engine checks it against ranges.check_values_at_once before the first step, as the commands check --batch
+    images_at_once: Callable[[Any, Any], int] | None = None
 
     def validate(self, value):
         """``value`` checked and normalized by ``check``, then within ``shared_range``; ValueError naming it."""

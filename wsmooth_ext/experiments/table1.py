@@ -246,4 +246,4 @@ EXPERIMENT = Experiment(
     quick={"skip": 200, "n_predict": 1000, "n0": 100, "samples": 1000, "epochs": 2, "train_size": 10000},
     tuning=(Option("certify_batch", None, "noisy images per forward pass; changes no result",
                    partial(options.count, allow_none=True), type=int, metavar="B", none="automatic",
-                   shared_range="batch"),))
+                   shared_range="batch", images_at_once=lambda s, batch: batch),))
