@@ -77,11 +77,13 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         module = import_module(f"{__name__}.{MOVED_MODULES[spec.name.partition('.')[2]]}")
-        self._real_spec = module.__spec__  # the import system stamps the alias spec on it; exec_module restores
+        # the import system stamps the alias spec on the module next; the alias spec carries the real one
+        # (loader_state: per import, so concurrent imports of two old names cannot mix them) for exec_module
+        spec.loader_state = module.__spec__
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._real_spec
+        module.__spec__ = module.__spec__.loader_state
 
 
 if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):

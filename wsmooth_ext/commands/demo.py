@@ -71,7 +71,8 @@ def derive_log(src: Path, dst: Path, certificate: str) -> None:
     comparison isolates the certificate. The file is rebuilt from scratch each time (it is cheap).
     """
     from ..core.certificates import certified_radius
-    from ..runs.logfile import format_field, read_log, write_atomic
+    from ..infra.files import write_atomic
+    from ..runs.logfile import format_field, read_log
 
     columns, rows = read_log(src)
     lines = ["\t".join(columns)]

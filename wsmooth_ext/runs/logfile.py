@@ -29,7 +29,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..infra.files import write_atomic  # noqa: F401  (also imported from here by the engine, the demo and tests)
+from ..infra.files import write_atomic
 
 COHEN_CERTIFY_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
 COHEN_PREDICT_HEADER = ("idx", "label", "predict", "correct", "time")
