@@ -19,18 +19,13 @@ import argparse
 import math
 import statistics
 
+from wsmooth_ext.analysis.certify import median_certified_radius
 from wsmooth_ext.core.certificates import certified_radius
 from wsmooth_ext.core.statistics import clopper_pearson_lower
 from wsmooth_ext.runs.logfile import read_log
 
 RADII = (0.01, 0.02, 0.03, 0.04)
 PROJECTED_N = 100_000
-
-
-def _median(radii: list[float]):
-    ordered = sorted(radii, reverse=True)
-    value = ordered[math.ceil(len(ordered) / 2) - 1]
-    return None if value == -math.inf else value
 
 
 def _projected_radius(row: dict, certificate: str) -> float:
@@ -53,10 +48,10 @@ def summarize(path: str, certificate: str, skip: int) -> dict:
              for r in rows]
     return {"n": len(rows), "accuracy": 100.0 * sum(r["correct"] == 1 for r in rows) / len(rows),
             "abstain": 100.0 * sum(r["predict"] == -1 for r in rows) / len(rows),
-            "median": _median(radii), "acr": statistics.fmean(max(r, 0.0) for r in radii),
+            "median": median_certified_radius(radii), "acr": statistics.fmean(max(r, 0.0) for r in radii),
             "at": [100.0 * sum(r >= t for r in radii) / len(rows) for t in RADII],
             "seconds": statistics.fmean(r["time"] for r in rows),
-            "median_100k": _median([_projected_radius(r, certificate) for r in rows])}
+            "median_100k": median_certified_radius([_projected_radius(r, certificate) for r in rows])}
 
 
 def markdown(label: str, s: dict) -> str:

@@ -37,6 +37,14 @@ def _one_setting(rows: list[dict], column: str):
     return "mixed" if values else None
 
 
+def median_certified_radius(radii) -> float | None:
+    """The median certified radius of per-image ``radii`` (wrong or abstained images: −inf): the ⌈N/2⌉-th
+    largest, or None (N/A) when fewer than half the images are certified correct."""
+    ordered = sorted((float(r) for r in radii), reverse=True)
+    value = ordered[math.ceil(len(ordered) / 2) - 1]
+    return None if value == -math.inf else value
+
+
 def summarize_certify_log(path: str | os.PathLike, radius_grid=None) -> dict:
     """Summary of one certify (or predict) log; see the module docstring for the definitions.
 
@@ -66,9 +74,7 @@ def summarize_certify_log(path: str | os.PathLike, radius_grid=None) -> dict:
         radii = np.array([float(r["radius"]) if ok else -math.inf for r, ok in zip(rows, correct)])
         summary["max_radius"] = float(radii.max()) if correct.any() else 0.0
         summary["acr"] = float(np.where(correct, radii, 0.0).mean())
-        needed = math.ceil(total / 2)
-        if correct.sum() >= needed:
-            summary["median_radius"] = float(np.sort(radii)[::-1][needed - 1])
+        summary["median_radius"] = median_certified_radius(radii)
         grid = default_radius_grid(summary["max_radius"]) if radius_grid is None else [float(r) for r in radius_grid]
         summary["certified_accuracy"] = [(r, 100.0 * float((radii >= r).mean())) for r in grid]
     if "count_label" in columns and "n" in columns:

@@ -119,6 +119,8 @@ def command_line(experiment: Experiment, settings, out, quick: bool = False, ext
                  data_dir=None) -> str:
     """The ``wsmooth`` command that runs (or continues) the experiment and reports the same: the options that
     differ from the defaults (or from --quick's), and ``--data-dir`` where the files were read from one."""
+    from ..inputs.data import DATASETS
+
     base = experiment.check_settings(experiment.defaults(quick))
     parts = ["wsmooth", "experiment", experiment.name, "--out", str(out)] + (["--quick"] if quick else [])
     for o in experiment.options:
@@ -128,7 +130,7 @@ def command_line(experiment: Experiment, settings, out, quick: bool = False, ext
     view = experiment.view
     if view is not None and extras and extras[view.name] != view.check(view.name, view.default):
         parts += [view.flag, view.spell(extras[view.name])]
-    if data_dir is not None and getattr(settings, "dataset", None) == "mnist":
+    if data_dir is not None and DATASETS[settings.dataset].from_files:
         parts += ["--data-dir", str(data_dir)]
     return shlex.join(parts)
 
@@ -144,7 +146,7 @@ def _check_images_at_once(experiment: Experiment, settings, extras: dict) -> Non
     from ..inputs.data import DATASETS
 
     for option in tuple(experiment.options) + experiment.extras:
-        value = getattr(settings, option.name, None) if option.name not in extras else extras[option.name]
+        value = extras[option.name] if option.name in extras else getattr(settings, option.name)
         if option.images_at_once is not None and value is not None:
             check_values_at_once(option.images_at_once(settings, value), DATASETS[settings.dataset].input_shape,
                                  option.flag)
@@ -184,7 +186,8 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
     import torch
 
     from ..inputs.checkpoint import checkpoint_sha256
-    from ..runs.logfile import exclusive_output, write_atomic
+    from ..infra.files import write_atomic
+    from ..runs.logfile import exclusive_output
 
     log = log or (lambda line: print(line, flush=True))
     settings = experiment.check_settings(settings if settings is not None else experiment.defaults())

