@@ -17,6 +17,8 @@ the floor says what the stencil, the output write (31 MB for MNIST), page faults
 costs however busy the machine is (with more threads it adds up all threads, spinning ones included).
 --busy starts one competing busy process (a Python spin loop) for the whole run, as another user's job would.
 Every table line carries the 1-minute load average (os.getloadavg) read just after it was measured.
+Like the wsmooth command, the run keeps freed memory for reuse (wsmooth_ext/infra/allocator.py), so neither side
+pays page faults for its fresh output on every call; WSMOOTH_MALLOC=system measures with glibc's own policy.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 import wsmooth_ext
 from wsmooth_ext import ops, reference
+from wsmooth_ext.infra.allocator import retain_freed_memory
 
 SHAPES = {"mnist": (1, 1, 28, 28), "cifar": (1, 3, 32, 32)}
 SAMPLES = 10_000
@@ -123,6 +126,7 @@ def main(argv=None) -> int:
     paths = [p for p in PATHS if status.get(p) == "runnable"]
     print(f"CPU: {cpu_name()}; torch {torch.__version__}; paths: "
           + ", ".join(f"{p} {status.get(p, 'not compiled')}" for p in PATHS))
+    print(f"allocator: {retain_freed_memory()}")  # as the wsmooth command does; WSMOOTH_MALLOC=system: glibc's own
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
         print(f"competing busy process: {'yes (pid %d)' % busy.pid if busy else 'no'}; timer: {args.timer}; "

@@ -9,6 +9,10 @@ import os
 import pytest
 
 from bench_common import FLOPS, RESULTS, peak_bandwidth
+from wsmooth_ext.infra.allocator import retain_freed_memory
+
+# as the wsmooth command does (WSMOOTH_MALLOC=system measures with the system's malloc policy instead)
+ALLOCATOR = retain_freed_memory()
 
 
 @pytest.fixture
@@ -38,6 +42,7 @@ def pytest_terminal_summary(terminalreporter):
     tr = terminalreporter
     peak, peak_source = (peak_bandwidth() if any("cuda" in case for case in cases) else (None, ""))
     tr.section("wsmooth_ext: ours vs reference (same run)")
+    tr.write_line(f"allocator: {ALLOCATOR}")
     tr.write_line(f"{'case':58s} {'reference ms':>13s} {'ours ms':>9s} {'speed-up':>9s} {'ours GB/s':>10s} "
                   f"{'% of peak':>9s}")
     for case in cases:

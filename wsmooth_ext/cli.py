@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # this process runs one workload to its end: keep freed memory for reuse instead of paying page
+        # faults on every chunk's activations (infra/allocator.py; WSMOOTH_MALLOC=system opts out)
+        from .infra.allocator import retain_freed_memory
+
+        retain_freed_memory()
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"wsmooth {args.command}: interrupted", file=sys.stderr)

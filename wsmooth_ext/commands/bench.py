@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core import noises
     from ..cli import UserError
     from ..core.ops import has_kernel, kernel_info
+    from ..infra.allocator import allocator_state
     from ._common import resolve_device
 
     shape = _parse_shape(args.shape)
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         info = kernel_info()
         note = f" ({info['cpu_path_note']})" if info["cpu_path_note"] else ""
         print(f"  CPU path   {info['cpu_path']}{note}")
+        print(f"  allocator  {allocator_state()}")
     print(f"  fused op   {ours * 1e3:10.2f} ms   ({written / ours / 1e9:.1f} GB/s written)")
     print(f"  reference  {base * 1e3:10.2f} ms")
     print(f"  speed-up   {base / ours:10.1f}x")
