@@ -38,6 +38,7 @@ _LAZY = {
     "load_checkpoint": "inputs.checkpoint",
     "load_ensemble": "inputs.checkpoint",
     "save_checkpoint": "inputs.checkpoint",
+    "retain_freed_memory": "infra.allocator",
 }
 
 __all__ = ["flow_noise", "pixel_noise", "divergence", "divergence_adjoint", "has_kernel", "kernel_info", "__version__",

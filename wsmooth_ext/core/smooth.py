@@ -72,8 +72,9 @@ def check_vote_budget(name: str, total: int) -> None:
         raise ValueError(f"{name} must be <= 2**31 (the sample indices reserved for votes), got {total}")
 
 
-def _check_images(x, dims: int, name: str = "x", values: bool = True) -> torch.Tensor:
-    """x's type and shape, and (``values``) that its pixels are finite and non-negative."""
+def _check_images(x, dims: int, name: str = "x", values: bool = True, mass: bool = False) -> torch.Tensor:
+    """x's type and shape, (``values``) that its pixels are finite and non-negative, and (``mass``, with values)
+    that every image has positive mass: a radius is a distance between distributions, x/s needs s > 0."""
     shape = "[C, H, W]" if dims == 3 else "[B, C, H, W]"
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__}")
@@ -85,12 +86,19 @@ def _check_images(x, dims: int, name: str = "x", values: bool = True) -> torch.T
         # One pass and one host sync for both value checks (on a GPU every sync stalls the queue): NaN
         # propagates into min and max, so the pixels are finite and non-negative exactly when 0 <= min and
         # max < inf.
-        low, high = (float(v) for v in torch.stack(torch.aminmax(x)).tolist())
+        stats = list(torch.aminmax(x))
+        if mass:  # the smallest image mass joins the same sync
+            stats.append(x.flatten(1).sum(dim=1).min())
+        low, high, *least_mass = (float(v) for v in torch.stack(stats).tolist())
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f"{name} must be finite: found NaN or inf pixels")
         if low < 0:
             raise ValueError(f"{name} must have non-negative pixels (images are mass distributions), "
                              f"found min {low:g}")
+        if least_mass and least_mass[0] <= 0:
+            empty = (x.flatten(1).sum(dim=1) <= 0).nonzero().flatten().tolist()
+            raise ValueError(f"images {empty[:5]} of {name} have no mass (all pixels 0): an image without "
+                             "mass is not a distribution and has no Wasserstein certificate")
     return x
 
 
@@ -313,11 +321,7 @@ class Smooth:
         from below (Clopper–Pearson, level 1 − α); abstain (radius 0) if that bound is ≤ 1/2.
         ``labels`` (optional, [B]) adds ``count_label``: the base classifier's votes for the true label.
         """
-        x = _check_images(x, 4)
-        empty = (x.flatten(1).sum(dim=1) <= 0).nonzero().flatten() if x.numel() else torch.empty(0)
-        if empty.numel():  # a radius is a distance between distributions: x/s needs s > 0
-            raise ValueError(f"images {empty.tolist()[:5]} of x have no mass (all pixels 0): an image without "
-                             "mass is not a distribution and has no Wasserstein certificate")
+        x = _check_images(x, 4, mass=True)
         n0 = _check_int("n0", n0)
         n = _check_int("n", n)
         alpha = statistics._check_alpha(alpha)
