@@ -142,16 +142,41 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     All checks that need no file run before anything is loaded; nothing here writes to --out, so a failing
     command leaves an existing log intact.
     """
-    import torch
-
-    from ..inputs.checkpoint import checkpoints_sha256, load_checkpoint, load_ensemble
     from ..cli import UserError
+    from ..core.smooth import Smooth
+    from ..inputs.checkpoint import checkpoints_sha256
     from ..inputs.data import load_dataset
-    from ..core.noises import CHECK_SAMPLES
-    from ..runs.logfile import check_new_output
-    from ..core.smooth import Smooth, check_vote_budget
 
+    _check_arguments(args)
+    device = resolve_device(args.device)
+    paths = checkpoint_paths(args)
+    model, meta, noise, sigma, notes = _load_base_classifier(args, paths)
+    smooth = Smooth(model.to(device), meta["num_classes"], sigma, noise=noise, certificate=certificate,
+                    seed=args.seed)
+
+    images, labels = load_dataset(args.dataset, args.split, args.data_dir)
+    expected = meta.get("input_shape")
+    if expected is not None and list(images.shape[1:]) != list(expected):
+        raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects {expected}")
+    indices = list(range(0, images.shape[0], args.skip))[:args.max]
+    images = images.to(device)
+    if args.batch is None:  # the automatic chunk size (wsmooth_ext.core.smooth.auto_batch_size)
+        from ..core.smooth import auto_batch_size
+
+        args.batch = auto_batch_size(images[:1])
+    precision = getattr(args, "precision", "fp32")
+    notes += _choose_voting_model(args, smooth, images, indices, precision)
+    identity = {"model_sha256": checkpoints_sha256(paths), "dataset": args.dataset, "split": args.split,
+                "precision": precision}
+    return Loaded(smooth, images, labels, indices, identity, notes)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Every check of load_smoothed that needs no file: option ranges, the vote budget, the chunk size, --out."""
+    from ..cli import UserError
+    from ..core.smooth import check_vote_budget
     from ..infra.ranges import check_options
+    from ..runs.logfile import check_new_output
 
     check_options(args)  # every value in its stated range, named as typed
     check_positive(args, "n", "n0", "batch", "skip", "max")
@@ -166,9 +191,14 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
         except ValueError as exc:
             raise UserError(str(exc)) from None
     check_new_output(args.out, args.resume)
-    device = resolve_device(args.device)
 
-    paths = checkpoint_paths(args)
+
+def _load_base_classifier(args: argparse.Namespace, paths: list):
+    """(model, first checkpoint's metadata, noise, sigma, notes): the model (or ensemble) on the CPU, with the
+    smoothing noise and sigma from the options or, where absent, from what every checkpoint agrees on."""
+    from ..cli import UserError
+    from ..inputs.checkpoint import load_checkpoint, load_ensemble
+
     if len(paths) == 1:  # the model itself, not a one-member ensemble: its votes are its own argmax
         model, meta = load_checkpoint(paths[0], arch=args.arch, map_location="cpu")
         metas = [meta]
@@ -185,22 +215,18 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     for path, member in zip(paths, metas):
         notes += _training_notes(member, noise, sigma, args.dataset,
                                  "the checkpoint" if len(paths) == 1 else f"checkpoint {path}")
-    num_classes = meta.get("num_classes")
-    if not isinstance(num_classes, int):
+    if not isinstance(meta.get("num_classes"), int):
         raise UserError(f"checkpoint {paths[0]} records no num_classes")
-    smooth = Smooth(model.to(device), num_classes, sigma, noise=noise, certificate=certificate, seed=args.seed)
+    return model, meta, noise, sigma, notes
 
-    images, labels = load_dataset(args.dataset, args.split, args.data_dir)
-    expected = meta.get("input_shape")
-    if expected is not None and list(images.shape[1:]) != list(expected):
-        raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects {expected}")
-    indices = list(range(0, images.shape[0], args.skip))[:args.max]
-    images = images.to(device)
-    if args.batch is None:  # the automatic chunk size (wsmooth_ext.core.smooth.auto_batch_size)
-        from ..core.smooth import auto_batch_size
 
-        args.batch = auto_batch_size(images[:1])
-    precision = getattr(args, "precision", "fp32")
+def _choose_voting_model(args: argparse.Namespace, smooth, images, indices: list, precision: str) -> list:
+    """Put the model that counts votes in place (--compile, --precision); returns the notes that say which."""
+    import torch
+
+    from ..core.noises import CHECK_SAMPLES
+
+    notes = []
     if args.jit:
         notes.append("note: --jit is deprecated (TorchScript is gone): it now means --compile")
     if (args.compile or args.jit) and indices:
@@ -219,9 +245,7 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     if precision != "fp32":
         notes.append(f"note: --precision {precision}: certified the smoothed classifier of the {precision} base "
                      "model (recorded in the log's precision column)")
-    identity = {"model_sha256": checkpoints_sha256(paths), "dataset": args.dataset, "split": args.split,
-                "precision": precision}
-    return Loaded(smooth, images, labels, indices, identity, notes)
+    return notes
 
 
 def checkpoint_paths(args) -> list:
