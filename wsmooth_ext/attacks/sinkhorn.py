@@ -182,6 +182,42 @@ def _check_projection_args(X, Y, epsilon, lam, cost_kernel, max_iter, tol, cost_
     return eps
 
 
+def _column_update(na, lk_a, y_a, lam: float, caps):
+    """Step 2 of projected_sinkhorn for the active examples: (Z, β) from e^{−α} (``na`` = −α, log K = ``lk_a``).
+
+    Z = W₀(z)/λ and β = λ(Z − Y) with z = λ e^{λY} (K∗e^{−α}); with ``caps`` = (upper, log upper), the columns
+    above the box are held at the cap (κ > 0 there) by β = log(K∗e^{−α}) − log upper.
+    """
+    log_ka = log_local_operator(na, lk_a[:, None])[:, 0]
+    omega = wright_omega(math.log(lam) + lam * y_a + log_ka)
+    z_a = omega / lam
+    beta_a = omega - lam * y_a
+    if caps is not None:
+        u_a, log_u_a = caps
+        capped = z_a > u_a
+        z_a = torch.where(capped, u_a, z_a)
+        beta_a = torch.where(capped, log_ka - log_u_a, beta_a)
+    return z_a, beta_a
+
+
+def _newton_step_psi(psi_a, na, beta_a, lk_a, log_cost, eps_a):
+    """Step 3 of projected_sinkhorn: (new ψ, ⟨Π, C⟩ of the current plan), one Newton step on ψ for the
+    constraint ⟨Π, C⟩ = ε, the step halved (at most 30 times) where it would make ψ negative."""
+    moments = log_local_operator(-beta_a, torch.stack((log_cost + lk_a, 2 * log_cost + lk_a), dim=1))
+    first = torch.exp(na[:, None] + moments).sum(dim=(2, 3, 4))
+    cost_now = first[:, 0]
+    grad = cost_now - eps_a
+    hess = -first[:, 1]
+    delta = grad / torch.minimum(hess, torch.full_like(hess, -torch.finfo(hess.dtype).tiny))
+    t = torch.ones_like(psi_a)
+    for _ in range(30):  # halve the step where it would make ψ negative (floor 2^-30)
+        negative = psi_a - t * delta < 0
+        if not bool(negative.any()):
+            break
+        t = torch.where(negative, t / 2, t)
+    return (psi_a - t * delta).clamp_min(0), cost_now
+
+
 def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, cost_kernel: torch.Tensor,
                        max_iter: int = 400, tol: float = 1e-4, *, cost_tol: float = 1e-3, upper=None,
                        return_info: bool = False):
@@ -247,29 +283,10 @@ def projected_sinkhorn(X: torch.Tensor, Y: torch.Tensor, epsilon, lam: float, co
         # 1. α: rows of the plan sum to X (e^{−α} = X / (K∗e^{−β}); exactly 0 where X = 0)
         na = torch.where(m_a, lx_a - log_kb, torch.full_like(lx_a, -math.inf))
         # 2. β through the Wright omega of log z, z = λ e^{λY} (K∗e^{−α}); Z = W₀(z)/λ, β = λ(Z − Y)
-        log_ka = log_local_operator(na, lk_a[:, None])[:, 0]
-        omega = wright_omega(math.log(lam) + lam * y_a + log_ka)
-        z_a = omega / lam
-        beta_a = omega - lam * y_a
-        if upper is not None:  # columns above the box are held at the cap (κ > 0 there)
-            u_a = upper[active]
-            capped = z_a > u_a
-            z_a = torch.where(capped, u_a, z_a)
-            beta_a = torch.where(capped, log_ka - log_upper[active], beta_a)
+        caps = None if upper is None else (upper[active], log_upper[active])
+        z_a, beta_a = _column_update(na, lk_a, y_a, lam, caps)
         # 3. Newton step on ψ for the constraint ⟨Π, C⟩ = ε, with backtracking to keep ψ ≥ 0
-        moments = log_local_operator(-beta_a, torch.stack((log_cost + lk_a, 2 * log_cost + lk_a), dim=1))
-        first = torch.exp(na[:, None] + moments).sum(dim=(2, 3, 4))
-        cost_now = first[:, 0]
-        grad = cost_now - eps_a
-        hess = -first[:, 1]
-        delta = grad / torch.minimum(hess, torch.full_like(hess, -torch.finfo(dtype).tiny))
-        t = torch.ones_like(psi_a)
-        for _ in range(30):  # halve the step where it would make ψ negative (floor 2^-30)
-            negative = psi_a - t * delta < 0
-            if not bool(negative.any()):
-                break
-            t = torch.where(negative, t / 2, t)
-        psi_a = (psi_a - t * delta).clamp_min(0)
+        psi_a, cost_now = _newton_step_psi(psi_a, na, beta_a, lk_a, log_cost, eps_a)
         # 4. K∗e^{−β} at the new ψ, for the next α update
         log_kb_new = log_local_operator(-beta_a, log_kernel(psi_a)[:, None])[:, 0]
         # write back
