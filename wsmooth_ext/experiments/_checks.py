@@ -1,10 +1,13 @@
-"""Argument checks the experiments share: each raises ValueError naming the option (``--name``)."""
+"""Argument checks the experiments share: each raises ValueError naming the option (``--name``).
+
+Intervals are ``infra.ranges.Range``, the package's one interval type; these add the experiments' words."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
+from ..infra.ranges import Range
 from ._folder import option
 
 
@@ -17,21 +20,16 @@ def integer(name: str, value, low: int = 1, allow_none: bool = False):
     """``value`` if it is an integer >= ``low`` (or None where allowed)."""
     if allow_none and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, int) or not Range(low, math.inf, integer=True).contains(value):
         raise ValueError(f"{option(name)} must be an integer >= {low}, got {value!r}")
     return value
 
 
 def number(name: str, value, *, positive: bool = True, at_least=None, below=None) -> float:
     """``value`` as a float if it is finite and > 0 (``positive``), >= 0, or >= ``at_least``; and < ``below``."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok and at_least is not None:
-        ok = value >= at_least
-    elif ok:
-        ok = value > 0 if positive else value >= 0
-    if ok and below is not None:
-        ok = value < below
-    if not ok:
+    allowed = Range(0.0 if at_least is None else at_least, math.inf if below is None else below,
+                    low_open=at_least is None and positive, high_open=True)
+    if not (not isinstance(value, bool) and isinstance(value, (int, float)) and allowed.contains(value)):
         bound = (f">= {at_least:g}" if at_least is not None else "> 0" if positive else ">= 0") + (
             f" and < {below:g}" if below is not None else "")
         raise ValueError(f"{option(name)} must be a finite number {bound}, got {value!r}")

@@ -5,7 +5,9 @@ A :class:`Range` checks one value (``check``: ValueError naming the option) and 
 (``argparse_type``: argparse then reports ``argument --NAME: ...`` before anything is loaded). ``RANGES`` maps
 an option's destination name (``n_grad`` for ``--n-grad``) to its range; the same name means the same thing in
 every command. Limits that involve several options (memory, the radius an attack can grow to) are functions
-below. Support module: imports nothing from the package.
+below. Support module: imports nothing from the package. :class:`Range` is the package's one interval type:
+training's hyper-parameter specs (``training/params.py``) and the experiments' checks (``experiments/_checks.py``)
+decide membership with it and keep only their own wording.
 """
 
 from __future__ import annotations

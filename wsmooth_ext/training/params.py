@@ -2,7 +2,8 @@
 
 A method's hyper-parameters are a frozen dataclass whose fields are made by :func:`hyper`. Everything else —
 validation (:func:`resolve`), the checkpoint's ``train_args``, ``--resume``'s identity, the CLI options and
-their help — reads these fields, so a range or a default is written once.
+their help — reads these fields, so a range or a default is written once. Membership is decided by
+``infra.ranges.Range``, the package's one interval type; Spec adds the units and words of training's messages.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
+
+from ..infra.ranges import Range
 
 BIG = 10 ** 6  # upper end of counts (steps, epochs) that have no natural limit
 # Radii are mass-normalized (the image divided by its mass): moving all of an image's mass across a 1,000-pixel
@@ -47,10 +50,13 @@ class Spec:
         return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
                 f"{')' if self.high_open else ']'}")
 
+    def interval(self) -> Range:
+        """The allowed values as the package's one interval type (an absent bound is infinite)."""
+        return Range(-math.inf if self.low is None else self.low, math.inf if self.high is None else self.high,
+                     integer=self.integer, low_open=self.low_open, high_open=self.high_open)
+
     def contains(self, value: float) -> bool:
-        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return above and below
+        return self.interval().contains(value)
 
 
 def hyper(default, help: str, **spec):
