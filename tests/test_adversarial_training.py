@@ -49,10 +49,10 @@ def test_settings_defaults_validation_and_geometric_schedule():
     for warmup in (0, 1):
         s = adversarial_settings("sinkhorn", adv_eps=0.3, adv_eps_warmup=warmup)
         assert [adversarial_epsilon(s, e) for e in range(3)] == [0.3] * 3 and s["adv_eps_start"] == 0.3
-    for kwargs, match in [(dict(adv_eps=0.0), r"adv_eps must be in \[1e-06, 100\]"), (dict(adv_eps=math.nan), "adv_eps must be"),
-                          (dict(adv_attack_steps=0), "adv_attack_steps must be an integer >= 1"),
+    for kwargs, match in [(dict(adv_eps=0.0), r"adv_eps must be a number in \[1e-06, 100\]"), (dict(adv_eps=math.nan), "adv_eps must be"),
+                          (dict(adv_attack_steps=0), r"adv_attack_steps must be an integer in \[1, 1000000\]"),
                           (dict(adv_eps_warmup=-1), "adv_eps_warmup"),
-                          (dict(adv_clean_weight=1.0), r"adv_clean_weight must be in \[0, 1\)")]:
+                          (dict(adv_clean_weight=1.0), r"adv_clean_weight must be a number in \[0, 1\)")]:
         with pytest.raises(ValueError, match=match):
             adversarial_settings("flow", **kwargs)
     with pytest.raises(ValueError, match="adversarial must be one of"):
@@ -270,7 +270,7 @@ def test_cli_adversarial_options(tmp_path, capsys):
     for extra, message in [(["--noise", "flow-laplace"], "does not combine with --noise flow-laplace"),
                            (["--adv-epsilon", "0.1"], "--adv-epsilon belongs to --method smoothadv"),
                            (["--num-noise", "2"], "one adversarial copy per image"),
-                           (["--adv-clean-weight", "1"], r"--adv-clean-weight must be in [0, 1)")]:
+                           (["--adv-clean-weight", "1"], r"--adv-clean-weight must be a number in [0, 1)")]:
         assert main(fresh + extra) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err

@@ -38,9 +38,9 @@ def _report(result):
 
 EXPERIMENT = Experiment(
     "certify-given",
-    (Option("checkpoint", None, "the model to certify", options.checkpoint_file, type=str, path=True),
+    (Option("checkpoint", None, "the model to certify", rule=options.checkpoint_file, kind=str, optional=True, path=True),
      options.DATASET, options.images(6), options.SEED,
-     Option("sigma", 0.01, "flow-laplace noise, std per flow edge, mass-normalized", options.sigma),
+     Option("sigma", 0.01, "flow-laplace noise, std per flow edge, mass-normalized", rule=options.sigma),
      *options.CERTIFY),
     _plan, _report, quick={"samples": 32})
 

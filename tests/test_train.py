@@ -159,7 +159,7 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert "resuming" in text and "epoch   3/3" in text and "epoch   1/3" not in text
     assert load_training_state(out)[2]["epoch"] == 3
     assert main(args + ["--epochs", "0"]) == 2
-    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert "--epochs must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_train_help_states_units_and_defaults(capsys):
@@ -230,3 +230,15 @@ def test_cli_train_on_cifar10_files_with_augmentation(tmp_path, capsys):
     assert meta["arch"] == "cifar_small" and meta["input_shape"] == [3, 32, 32] and meta["train_args"]["augment"]
     assert meta["normalization"]["std"] == pytest.approx(list(DATASETS["cifar10"].std))
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("seed", [2 ** 64, 2 ** 63, -1])
+def test_train_refuses_a_seed_outside_the_one_seed_rule(seed):
+    # seeds are masked to 64 bits when streams are derived: 2**64 would train the very weights of seed 0
+    from wsmooth_ext.training import train
+    from wsmooth_ext.inputs.models import build_model
+
+    images, labels = torch.rand(8, 1, 8, 8), torch.arange(8) % 2
+    model = build_model("wong_mnist", num_classes=2, input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63\), got"):
+        train(model, images, labels, noise="flow-laplace", sigma=0.01, epochs=1, seed=seed, progress=False)

@@ -39,10 +39,10 @@ def test_method_settings_state_their_ranges_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("--adv-eps EPS --adversarial: final radius", "(default 0.1); allowed in [1e-06, 100]",
-                   "(default 0.02); allowed in [0, 100]", "(default 3); allowed in [0, 1000]",
-                   "(default 16); allowed in [0.001, 10000]", "(default 0.03); allowed in [1e-06, 100]",
-                   "(default 10); allowed >= 1 and <= 1e+06"):
+    for needle in ("--adv-eps EPS --adversarial: final radius", "(default 0.1); a number in [1e-06, 100]",
+                   "(default 0.02); a number in [0, 100]", "(default 3); a number in [0, 1000]",
+                   "(default 16); a number in [0.001, 10000]", "(default 0.03); a number in [1e-06, 100]",
+                   "(default 10); an integer in [1, 1000000]"):
         assert needle in text, needle
 
 

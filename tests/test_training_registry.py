@@ -79,7 +79,7 @@ def test_a_registered_method_trains_through_the_loop(label_smoothing, digits, tm
     with pytest.raises(ValueError, match="smoothing was 0.2 there, now 0.3"):
         train(_model(), x, y, noise="flow-laplace", sigma=sigma, epochs=3, lr=0.05, batch_size=bs, seed=seed,
               method="label-smoothing", smoothing=0.3, checkpoint_path=path, resume=True, **QUIET)
-    with pytest.raises(ValueError, match=r"smoothing must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"smoothing must be a number in \[0, 1\)"):
         train(_model(), x, y, noise="flow-laplace", sigma=sigma, epochs=1, method="label-smoothing", smoothing=1.0,
               **QUIET)
     with pytest.raises(ValueError, match=r"method noise does not use \['smoothing'\]"):
@@ -102,7 +102,7 @@ def test_a_registered_method_gets_its_cli_options(label_smoothing, tmp_path, cap
     assert main(args + ["--smoothing", "0.25"]) == 0
     assert load_training_state(out)[1]["train_args"]["smoothing"] == 0.25
     fresh = [str(tmp_path / "d.pt") if a == str(out) else a for a in args]
-    for extra, message in [(["--smoothing", "1.5"], "--smoothing must be in [0, 1) (unitless) for method "
+    for extra, message in [(["--smoothing", "1.5"], "--smoothing must be a number in [0, 1) (unitless) for method "
                             "label-smoothing, got 1.5"),
                            (["--num-noise", "2"], "method label-smoothing does not use ['num_noise']: --num-noise "
                             "belongs to --method consistency or --method macer or --method noise or --method smoothadv"),

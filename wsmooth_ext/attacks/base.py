@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..infra.ranges import RANGES, check_grown_radius, check_soft_samples
+from ..infra.options import EPS, EPS0, EPS_FACTOR
+from ..infra.ranges import check_grown_radius, check_soft_samples
 
 
 @dataclass
@@ -79,8 +80,8 @@ class TargetAttack:
 
     def _init_schedule(self, eps0, eps_factor, eps_every, max_iter):
         # the stated ranges of the CLI options (wsmooth_ext.infra.ranges): a radius the float32 iterates can hold
-        self.eps0 = RANGES["eps0"].check(eps0, "eps0")
-        self.eps_factor = RANGES["eps_factor"].check(eps_factor, "eps_factor")
+        self.eps0 = EPS0.check(eps0, "eps0")
+        self.eps_factor = EPS_FACTOR.check(eps_factor, "eps_factor")
         self.eps_every = _positive("eps_every", eps_every, integer=True)
         if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
             raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
@@ -223,8 +224,8 @@ class StateAttack(TargetAttack):
         x, y, keys = self._check_batch(x, y, keys)
         bsz = x.shape[0]
         eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1).expand(bsz).clone()
-        if not bool((eps > 0).all()) or not bool((eps <= RANGES["eps"].high).all()):
-            raise ValueError(f"eps must be a positive finite number <= {RANGES['eps'].high:g} (float32 arithmetic), "
+        if not bool((eps > 0).all()) or not bool((eps <= EPS.range.high).all()):
+            raise ValueError(f"eps must be a positive finite number <= {EPS.range.high:g} (float32 arithmetic), "
                              f"or one such per image, got {eps.tolist()[:5]}")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")

@@ -3,8 +3,8 @@
 
 :data:`ATTACKS` maps each attack's name to its :class:`AttackSpec`: the class, the settings it takes, how it is
 built from them, what its nominal ε bounds and a one-line help. :data:`SETTINGS` are the settings an attack can
-take — each one option of ``wsmooth attack`` with its default, its stated range (``infra.ranges.RANGES``) or
-choices, and its help. ``wsmooth attack``'s ``--method`` choices and options, the settings its logs record, the
+take — each an :class:`~wsmooth_ext.infra.options.Option` of ``wsmooth attack`` with its default, its range
+or choices, and its help. ``wsmooth attack``'s ``--method`` choices and options, the settings its logs record, the
 experiments' attack steps and choices, and the analysis' axis labels all derive from here (read at call time,
 so an entry added later counts). Adding an attack is its class and one entry in :data:`ATTACKS`
 (docs/architecture.md §How to add an attack; ``tests/test_attack_recipe.py`` follows it).
@@ -13,15 +13,15 @@ so an entry added later counts). Adding an attack is its class and one entry in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..infra.ranges import RANGES
+from ..infra.options import EPS0, EPS_EVERY, EPS_FACTOR, MAX_ITER, Option
+from ..infra.ranges import Range
 from .dual_pgd import DualProjectionPGD
 from .flow import FlowAttack
 from .frank_wolfe import GROUNDS, FrankWolfeAttack
 from .pgd import NORMS, PROJECTIONS, WassersteinPGD
 
-__all__ = ["ATTACKS", "AttackSpec", "DEFAULT", "SETTINGS", "Setting", "defaults", "get", "log_settings",
+__all__ = ["ATTACKS", "AttackSpec", "DEFAULT", "SCHEDULE", "SETTINGS", "defaults", "get", "log_settings", "logged",
            "method_help", "setting"]
 
 # How an attack log records a setting (runs/attack.py writes the settings as columns, in this order):
@@ -30,66 +30,54 @@ ALWAYS = "always"  # its value, whichever attack ran: the settings of the first 
 IF_TAKEN = "if taken"  # its value for the attacks that take it, None for the others
 BY_RUNNER = "by the runner"  # not here: runs.attack.attack_to_log records the attack object's own value
 
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting an attack may take: the option ``--NAME`` (dashes for underscores) of ``wsmooth attack``.
-
-    ``help``: its ``--help`` text; a number's stated range (``RANGES[name]``) is appended to it and checked,
-    a word is one of ``choices``. ``every``: taken by every attack (the outer loop's radius schedule).
-    ``logged``: how the attack log records it (:data:`ALWAYS`, :data:`IF_TAKEN`, :data:`BY_RUNNER`).
-    """
-
-    name: str
-    default: Any
-    help: str
-    choices: tuple | None = None
-    every: bool = False
-    logged: str = IF_TAKEN
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def value(self, given):
-        """``given`` as the log records it: a number as its range's int or float (ValueError naming the option
-        when out of range), a word as it is."""
-        return given if self.choices is not None else RANGES[self.name].check(given, self.option)
+# The radius schedule of the outer loop: every attack takes these.
+SCHEDULE = ("eps0", "eps_factor", "eps_every", "max_iter")
 
 
-# In the order of `wsmooth attack --help` (after --method and --eps).
-SETTINGS: tuple[Setting, ...] = (
-    Setting("ground", "l2", "frank-wolfe, pgd-dual: transport cost |offset|_2 (default) or |offset|_1",
-            choices=GROUNDS),
-    Setting("gamma", 0.03, "frank-wolfe: entropy weight of the LMO, units of the normalized gradient (default 0.03)"),
-    Setting("flow_step", 0.05, "flow: gradient step as a fraction of eps (default 0.05)"),
-    Setting("p", 1.0, "transport cost |offset|^p in pixels (default 1: W1)", logged=ALWAYS),
-    Setting("kernel_size", 5, "side k of the local transport window (default 5)", logged=ALWAYS),
-    Setting("reg", 1000.0, "entropic regularization lambda (default 1000)", logged=ALWAYS),
-    Setting("eps0", 0.3, "initial radius, mass-normalized units (default 0.3)", every=True, logged=ALWAYS),
-    Setting("eps_factor", 1.1, "radius growth factor (default 1.1); --eps0 x factor ** (--max-iter // --eps-every) "
-                               "at most 1e30", every=True, logged=ALWAYS),
-    Setting("eps_every", 10, "grow the radius every this many iterations (default 10)", every=True, logged=ALWAYS),
-    Setting("max_iter", 200, "PGD iterations (default 200)", every=True, logged=ALWAYS),
-    Setting("step", 0.1, "step size in pixel units (sinkhorn) or pixel-mass units per coupling entry (pgd-dual) "
-                         "(default 0.1)", logged=ALWAYS),
-    Setting("norm", "linf", "linf: sign steps (default); l2: normalized gradient", choices=NORMS, logged=ALWAYS),
-    Setting("projection", "box", "sinkhorn: box (default) projects onto the intersection of the ball, the clean "
-            "image's mass and pixels <= 1 (Hu et al. 2020), so examples keep their mass; clamp is the published "
-            "attack (Wong et al. 2019): project onto the ball, then clamp to [0, 1], changing the mass",
-            choices=PROJECTIONS, logged=BY_RUNNER),
-    Setting("sinkhorn_iter", 400, "projection iterations at most (default 400)", logged=ALWAYS),
-    Setting("sinkhorn_tol", 1e-4, "projection stops once |mass(Z)/mass(X) - 1| <= this and its transport cost "
-                                  "<= eps*(1+1e-3) (default 1e-4)", logged=ALWAYS),
+def _own(name, default, help, range=None, choices=None):
+    return Option(name, default, help, range, choices)
+
+
+# The settings an attack can take, each an Option of `wsmooth attack`, in the order of its --help (after
+# --method and --eps); a number's range is stated in --help and checked.
+SETTINGS: tuple[Option, ...] = (
+    _own("ground", "l2", "frank-wolfe, pgd-dual: transport cost |offset|_2 (default) or |offset|_1", choices=GROUNDS),
+    _own("gamma", 0.03, "frank-wolfe: entropy weight of the LMO, units of the normalized gradient", Range(1e-6, 1e3)),
+    _own("flow_step", 0.05, "flow: gradient step as a fraction of eps", Range(0, 10, low_open=True)),
+    _own("p", 1.0, "transport cost |offset|^p in pixels", Range(0, 10, low_open=True)).but(default_note=": W1"),
+    _own("kernel_size", 5, "side k of the local transport window", Range(1, 63, integer=True, odd=True)),
+    _own("reg", 1000.0, "entropic regularization lambda", Range(1e-3, 1e5)),
+    EPS0.but(help="initial radius, mass-normalized units"),
+    EPS_FACTOR.but(help="radius growth factor; --eps0 x factor ** (--max-iter // --eps-every) at most 1e30"),
+    EPS_EVERY,
+    MAX_ITER.but(help="PGD iterations"),
+    _own("step", 0.1, "step size in pixel units (sinkhorn) or pixel-mass units per coupling entry (pgd-dual)",
+         Range(0, 100, low_open=True)),
+    _own("norm", "linf", "linf: sign steps (default); l2: normalized gradient", choices=NORMS),
+    _own("projection", "box", "sinkhorn: box (default) projects onto the intersection of the ball, the clean "
+         "image's mass and pixels <= 1 (Hu et al. 2020), so examples keep their mass; clamp is the published "
+         "attack (Wong et al. 2019): project onto the ball, then clamp to [0, 1], changing the mass",
+         choices=PROJECTIONS),
+    _own("sinkhorn_iter", 400, "projection iterations at most", Range(1, 10 ** 5, integer=True)),
+    _own("sinkhorn_tol", 1e-4, "projection stops once |mass(Z)/mass(X) - 1| <= this and its transport cost "
+         "<= eps*(1+1e-3)", Range(0, 1, low_open=True, high_open=True)),
 )
+# how the attack log records each (IF_TAKEN where not listed)
+LOGGED = {**dict.fromkeys(("p", "kernel_size", "reg", *SCHEDULE, "step", "norm", "sinkhorn_iter", "sinkhorn_tol"),
+                          ALWAYS), "projection": BY_RUNNER}
 
 
-def setting(name: str) -> Setting:
+def setting(name: str) -> Option:
     """The setting called ``name`` (KeyError otherwise)."""
     for s in SETTINGS:
         if s.name == name:
             return s
     raise KeyError(name)
+
+
+def logged(name: str) -> str:
+    """How the attack log records setting ``name``: ALWAYS, IF_TAKEN or BY_RUNNER."""
+    return LOGGED.get(name, IF_TAKEN)
 
 
 def defaults() -> dict:
@@ -120,7 +108,7 @@ class AttackSpec:
 
     def takes(self, name: str) -> bool:
         """Whether the attack uses setting ``name`` (its own, or one every attack takes)."""
-        return name in self.settings or setting(name).every
+        return name in self.settings or name in SCHEDULE
 
     def build(self, target, values: dict, *, eps: float | None = None, **target_options):
         """The attack on ``target`` (a classifier or a ``Smooth``) with ``values`` ({setting: value}, every
@@ -166,6 +154,6 @@ def log_settings(name: str, values: dict, eps: float | None) -> dict:
     radius ``eps`` (None: grown from eps0), then the :data:`IF_TAKEN` ones (None where the attack does not take
     them). ``values``: {setting: value as recorded}."""
     spec = get(name)
-    always = {s.name: values[s.name] for s in SETTINGS if s.logged == ALWAYS}
-    taken = {s.name: values[s.name] if spec.takes(s.name) else None for s in SETTINGS if s.logged == IF_TAKEN}
+    always = {s.name: values[s.name] for s in SETTINGS if logged(s.name) == ALWAYS}
+    taken = {s.name: values[s.name] if spec.takes(s.name) else None for s in SETTINGS if logged(s.name) == IF_TAKEN}
     return {**always, "method": name, "eps": eps, **taken}

@@ -57,32 +57,27 @@ def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_help: 
 
 def add_image_selection(parser) -> None:
     """--skip and --max-images: which images of the split (certify, predict, attack)."""
-    from ..infra.ranges import ranged
+    from ..infra.options import MAX_IMAGES, SKIP
 
-    parser.add_argument("--skip", default=1, **ranged(parser, "skip", "use every skip-th image (default 1)"))
-    parser.add_argument("--max-images", "--max", dest="max", default=None, metavar="M",
-                        **ranged(parser, "max", "at most M images (default all)"))
+    SKIP.add_to(parser)
+    MAX_IMAGES.add_to(parser)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by certify and predict."""
     from ..core.noises import NOISES, help_text
-    from ..infra.ranges import ranged
+    from ..infra.options import ALPHA, BATCH, SEED, SIGMA
 
     add_model_and_data_arguments(parser, "dataset to evaluate on", several=True)
     parser.add_argument("--noise", default=None, choices=NOISES,
                         help=f"smoothing noise (default: the checkpoint's training noise; several checkpoints must "
                              f"agree on it): {help_text()}")
-    parser.add_argument("--sigma", default=None,
-                        **ranged(parser, "sigma", "noise std per flow edge (or per pixel), mass-normalized units "
-                                          "(default: the checkpoint's; several checkpoints must agree on it)"))
-    parser.add_argument("--alpha", default=0.05, **ranged(parser, "alpha", "failure probability of each result (default 0.05)"))
-    parser.add_argument("--batch", default=None,
-                        **ranged(parser, "batch", "noisy images per forward pass (default: automatic, min(1000, 64 MiB / "
-                                          "bytes of one float32 image) on CPU, min(10000, 1 GiB / bytes of one "
-                                          "image) on CUDA); with the image size at most 2**31 pixel values"))
+    SIGMA.add_to(parser, f"{SIGMA.help} (default: the checkpoint's; several checkpoints must agree on it)")
+    ALPHA.add_to(parser)
+    BATCH.add_to(parser, f"{BATCH.help} (default: automatic, min(1000, 64 MiB / bytes of one float32 image) on CPU, "
+                 "min(10000, 1 GiB / bytes of one image) on CUDA); with the image size at most 2**31 pixel values")
     add_image_selection(parser)
-    parser.add_argument("--seed", default=0, **ranged(parser, "seed", "seed of the noise (default 0)"))
+    SEED.add_to(parser)
     parser.add_argument("--out", required=True, metavar="FILE.tsv", help="log to write (tab-separated)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted --out log")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -158,7 +153,7 @@ def load_smoothed(args: argparse.Namespace, certificate: str | None = None) -> L
     expected = meta.get("input_shape")
     if expected is not None and list(images.shape[1:]) != list(expected):
         raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects {expected}")
-    indices = list(range(0, images.shape[0], args.skip))[:args.max]
+    indices = list(range(0, images.shape[0], args.skip))[:args.max_images]
     images = images.to(device)
     if args.batch is None:  # the automatic chunk size (wsmooth_ext.core.smooth.auto_batch_size)
         from ..core.smooth import auto_batch_size
@@ -175,11 +170,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     """Every check of load_smoothed that needs no file: option ranges, the vote budget, the chunk size, --out."""
     from ..cli import UserError
     from ..core.smooth import check_vote_budget
-    from ..infra.ranges import check_options
+    from ..infra.options import check_options
     from ..runs.logfile import check_new_output
 
     check_options(args)  # every value in its stated range, named as typed
-    check_positive(args, "n", "n0", "batch", "skip", "max")
+    check_positive(args, "n", "n0", "batch", "skip", "max_images")
     check_smoothing_options(args)
     check_vote_budget("--n0 + --samples" if args.n0 is not None else "--samples", args.n + (args.n0 or 0))
     if args.batch is not None:

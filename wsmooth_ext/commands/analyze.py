@@ -25,7 +25,7 @@ _LOG_PREFIX = "idx\tlabel\tpredict\t"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..infra.ranges import RANGES
+    from ..infra.options import RADII
 
     parser.epilog = EPILOG
     parser.add_argument("logs", nargs="+", metavar="LOG.tsv", help="certify, predict or attack logs")
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--radii", type=_radius_list, nargs="+", default=None, metavar="R",
                         help="radii of the certified-accuracy columns (mass-normalized W1, L2 ground metric), "
-                        "separated by spaces or commas: --radii 0.01,0.02,0.03; each " + RANGES["radii"].text())
+                        "separated by spaces or commas: --radii 0.01,0.02,0.03; each " + RADII.text())
 
 
 def _radius_list(text: str) -> list[float]:
@@ -78,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis import (analyze_attack_logs, default_radius_grid, format_summary_table, plot_certified_accuracy,
                             summarize_certify_log)
     from ..cli import UserError
-    from ..infra.ranges import RANGES
+    from ..infra.options import RADII
     from ..runs.logfile import check_new_output
 
     if args.radii is not None:
         args.radii = [r for group in args.radii for r in group]
-    if args.radii is not None and (not args.radii or not all(RANGES["radii"].contains(r) for r in args.radii)):
-        raise UserError(f"--radii must each be {RANGES['radii'].text()}, got {args.radii}")
+    if args.radii is not None and (not args.radii or not all(RADII.allows(r) for r in args.radii)):
+        raise UserError(f"--radii must each be {RADII.text()}, got {args.radii}")
     certify_logs, attack_logs = [], []
     for name in args.logs:
         path = Path(name)

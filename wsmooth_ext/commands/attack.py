@@ -64,7 +64,7 @@ SMOOTHED_DEFAULTS = {"n_grad": 128, "n_test": 10000, "alpha": 0.05, "success_tes
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..attacks.registry import ATTACKS, DEFAULT, SETTINGS, method_help
     from ..core.noises import NOISES
-    from ..infra.ranges import ranged
+    from ..infra.options import ALPHA, ATTACK_BATCH, BATCH, EPS, N_GRAD, N_TEST, SEED, SIGMA
     from ._common import add_image_selection, add_model_and_data_arguments
 
     parser.epilog = EPILOG
@@ -73,33 +73,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("smoothed classifier (only with --smoothed)")
     g.add_argument("--smoothed", action="store_true", help="attack the smoothed classifier instead of the model")
     g.add_argument("--noise", default=None, choices=NOISES, help="smoothing noise (default: the checkpoint's)")
-    g.add_argument("--sigma", default=None,
-                   **ranged(parser, "sigma", "noise std per flow edge (or pixel), mass-normalized units (default: the "
-                                     "checkpoint's)"))
-    g.add_argument("--n-grad", default=None,
-                   **ranged(parser, "n_grad", "noise samples per gradient (default 128); with --attack-batch at most 2**31 "
-                                      "pixel values at once"))
-    g.add_argument("--n-test", default=None,
-                   **ranged(parser, "n_test", "noise samples per success test (default 10000), at least enough to predict at "
-                                      "--alpha"))
-    g.add_argument("--alpha", default=None, **ranged(parser, "alpha", "binomial-test level of the success test (default 0.05)"))
+    SIGMA.add_to(g, "noise std per flow edge (or pixel), mass-normalized units (default: the checkpoint's)")
+    N_GRAD.add_to(g, f"{N_GRAD.help} (default {N_GRAD.default}); with --attack-batch at most 2**31 pixel values at once",
+                  default=None)
+    N_TEST.add_to(g, f"{N_TEST.help} (default {N_TEST.default}), at least enough to predict at --alpha", default=None)
+    ALPHA.add_to(g, f"binomial-test level of the success test (default {ALPHA.default})", default=None)
     g.add_argument("--success-test", default=None, choices=("sequential", "fixed"),
                    help="sequential: stop counting votes at the first of the looks after 1%%, 3%%, 10%%, 30%%, 100%% of "
                         "--n-test that decides (level alpha overall; default); fixed: all --n-test votes")
-    g.add_argument("--batch", default=None,
-                   **ranged(parser, "batch", "noisy images per forward pass of the success test (default 1000); with the "
-                                     "image size at most 2**31 pixel values"))
-    g.add_argument("--seed", default=None, **ranged(parser, "seed", "seed of the noise (default 0)"))
+    BATCH.add_to(g, "noisy images per forward pass of the success test (default 1000); with the image size at most "
+                 "2**31 pixel values")
+    SEED.add_to(g, f"{SEED.help} (default {SEED.default})", default=None)
     a = parser.add_argument_group("attack")
     a.add_argument("--method", default=DEFAULT, choices=tuple(ATTACKS), help=method_help())
-    a.add_argument("--eps", default=None,
-                   **ranged(parser, "eps", "fixed radius (mass-normalized units); default: grow from --eps0"))
+    EPS.add_to(a, f"{EPS.help}; default: grow from --eps0")
     for s in SETTINGS:  # the settings of every attack in the registry
-        if s.choices is not None:
-            a.add_argument(s.option, default=s.default, choices=s.choices, help=s.help)
-        else:
-            a.add_argument(s.option, default=s.default, **ranged(parser, s.name, s.help))
-    a.add_argument("--attack-batch", default=100, **ranged(parser, "attack_batch", "images attacked together (default 100)"))
+        s.add_to(a, s.help if s.choices is not None else None)
+    ATTACK_BATCH.add_to(a)
     parser.add_argument("--out", required=True, metavar="FILE.tsv", help="log to write (tab-separated)")
     parser.add_argument("--save-adv", default=None, metavar="FILE.pt", help="also save clean and adversarial images")
     parser.add_argument("--certified-log", default=None, metavar="FILE.tsv",
@@ -109,22 +99,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _option(name: str) -> str:
-    return "--" + ("max-images" if name == "max" else name.replace("_", "-"))
-
-
 def _check_numbers(args) -> None:
     """What argparse's range checks (wsmooth_ext.infra.ranges) cannot see alone: options that apply only with
     --smoothed, the radius the schedule can grow to, memory, and a success test that can ever succeed."""
     from ..core import statistics
     from ..cli import UserError
     from ..inputs.data import DATASETS
-    from ..infra.ranges import check_grown_radius, check_options, check_soft_samples, check_values_at_once
+    from ..infra.options import check_options, flag
+    from ..infra.ranges import check_grown_radius, check_soft_samples, check_values_at_once
 
     check_options(args)  # every value in its stated range, named as typed
     given = [name for name in SMOOTHED_DEFAULTS if getattr(args, name) is not None]
     if not args.smoothed and (given or args.noise is not None or args.sigma is not None):
-        names = [_option(n) for n in given] + [o for o, v in (("--noise", args.noise), ("--sigma", args.sigma))
+        names = [flag(n) for n in given] + [o for o, v in (("--noise", args.noise), ("--sigma", args.sigma))
                                                 if v is not None]
         raise UserError(f"{', '.join(names)} apply to --smoothed attacks only")
     for name, default in SMOOTHED_DEFAULTS.items():
@@ -191,7 +178,7 @@ def attack_values(args) -> dict:
     """Every attack setting (attacks.registry.SETTINGS) as the options give it and the log records it."""
     from ..attacks.registry import SETTINGS
 
-    return {s.name: s.value(getattr(args, s.name)) for s in SETTINGS}
+    return {s.name: s.check(getattr(args, s.name)) for s in SETTINGS}
 
 
 def build_attack(args, target):
@@ -229,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if input_shape is not None and list(images.shape[1:]) != list(input_shape):
         raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects "
                         f"{list(input_shape)}")
-    indices = list(range(0, images.shape[0], args.skip))[:args.max]
+    indices = list(range(0, images.shape[0], args.skip))[:args.max_images]
     attack = build_attack(args, target)
     identity = {"model_sha256": checkpoint_sha256(args.checkpoint), "dataset": args.dataset, "split": args.split,
                 "precision": "fp32"}

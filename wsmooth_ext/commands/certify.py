@@ -40,16 +40,15 @@ ensemble: wsmooth certify a.pt b.pt c.pt --dataset mnist5k --n0 100 --samples 10
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..core.certificates import CERTIFICATES
-    from ..infra.ranges import ranged
+    from ..infra.options import N, N0
     from ._common import add_common_arguments
 
     parser.epilog = EPILOG
     add_common_arguments(parser)
     parser.add_argument("--certificate", default=None, choices=CERTIFICATES,
                         help="certificate (default: the strongest valid one for the noise)")
-    parser.add_argument("--n0", default=1000, **ranged(parser, "n0", "selection samples per image (default 1000)"))
-    parser.add_argument("--samples", "--n", dest="n", default=10000,
-                        **ranged(parser, "n", "estimation samples per image (default 10000)"))
+    N0.add_to(parser)
+    N.add_to(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,9 +28,9 @@ ensemble: wsmooth predict a.pt b.pt c.pt --dataset mnist5k --samples 1000 --max-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     add_common_arguments(parser)
-    from ..infra.ranges import ranged
+    from ..infra.options import N
 
-    parser.add_argument("--samples", "--n", dest="n", default=10000, **ranged(parser, "n", "samples per image (default 10000)"))
+    N.add_to(parser, f"samples per image (default {N.default})")
     parser.set_defaults(n0=None)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 
 HELP = "train a base classifier under flow (Wasserstein) or pixel noise; writes a checkpoint with metadata"
 
@@ -58,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..inputs.data import DATASETS
     from ..inputs.models import ARCHS
     from ..core.noises import TRAINING_NOISES, help_text
-    from ..training.keywords import OPTIMIZERS
+    from ..training.options import BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, SEED, TRAIN_SIZE, WEIGHT_DECAY
 
     parser.epilog = EPILOG
     parser.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS), help="dataset (default mnist5k)")
@@ -69,23 +68,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "none: clean training")
     parser.add_argument("--sigma", type=float, default=0.01,
                         help="noise std per flow edge (or per pixel), mass-normalized units (default 0.01)")
-    parser.add_argument("--epochs", type=int, default=200, help="number of epochs (default 200, the paper's)")
-    parser.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
-    parser.add_argument("--batch", type=int, default=128,
-                        help="batch size in images (default 128); under torchrun the global batch, split "
-                        "across the processes")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer (default sgd)")
+    EPOCHS.add_to(parser)
+    LR.add_to(parser)
+    BATCH.add_to(parser, f"{BATCH.help} (default {BATCH.default}); under torchrun the global batch, split across the "
+                 "processes")
+    MOMENTUM.add_to(parser)
+    WEIGHT_DECAY.add_to(parser)
+    OPTIMIZER.add_to(parser)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random 4-pixel crops + horizontal flips, as the paper does for CIFAR-10 "
                         "(default: on for cifar10, off otherwise)")
     from ._training_options import add_method_arguments
 
     add_method_arguments(parser)  # --method, --adversarial and every method's hyper-parameters
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and noise (default 0)")
-    parser.add_argument("--train-size", type=int, default=None, metavar="N",
-                        help="train on the first N training images only (quick runs)")
+    SEED.add_to(parser)
+    TRAIN_SIZE.add_to(parser)
     parser.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write")
     parser.add_argument("--resume", action="store_true",
                         help="continue from --out if it exists (without it, an existing --out is an error)")
@@ -118,20 +115,14 @@ def run(args: argparse.Namespace) -> int:
 def _check_arguments(args) -> None:
     from ..core import noises
     from ..cli import UserError
+    from ..infra.options import check_options
     from ..runs.logfile import check_new_output
     from ._training_options import check_method_options
 
-    for name in ("epochs", "train_size", "batch"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    for name, low_ok in (("lr", False), ("momentum", True), ("weight_decay", True)):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and (value >= 0 if low_ok else value > 0)):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number {'>= 0' if low_ok else '> 0'}, "
-                            f"got {value}")
-    if not 0 <= args.seed < 2 ** 63:
-        raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
+    try:
+        check_options(args)  # every value in its declared range (training/options.py), named as typed
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     check_method_options(args)  # also resolves --noise's default: the method's
     noises.check_sigma(args.sigma, "--sigma")  # also with --noise none: a wrong value is a wrong command
     # an existing checkpoint is continued only with --resume, never silently replaced

@@ -25,6 +25,7 @@ from functools import partial
 from ..core.certificates import CERTIFICATES
 from ..core.noises import NOISES, help_text
 from ..training.keywords import METHODS
+from ..infra import options as shared
 from . import _checks, options
 from .engine import Experiment, Report
 from .options import Option
@@ -55,14 +56,13 @@ METHOD_KEYS = tuple(o.name for o in METHOD_OPTIONS)
 
 OPTIONS = (
     Option("methods", METHODS, f"training methods, among {', '.join(METHODS)}",
-           partial(_checks.names, allowed=METHODS, noun="method"), metavar="M"),
-    Option("sigmas", (0.01, 0.02), "noise std per flow edge, mass-normalized units", _sigmas, metavar="S"),
+           rule=partial(_checks.names, allowed=METHODS, noun="method"), metavar="M"),
+    Option("sigmas", (0.01, 0.02), "noise std per flow edge, mass-normalized units", rule=_sigmas, metavar="S"),
     *options.TRAINING,
     options.arch_option(),
     *METHOD_OPTIONS,
-    Option("noise", "flow-laplace", f"training and smoothing noise: {help_text()}", options.choice(NOISES),
-           choices=NOISES),
-    Option("certificate", None, "certificate", type=str, choices=CERTIFICATES,
+    Option("noise", "flow-laplace", f"training and smoothing noise: {help_text()}", choices=NOISES),
+    Option("certificate", None, "certificate", kind=str, choices=CERTIFICATES, optional=True,
            none="the strongest valid one for --noise: tight for the laplace noises, uniform for the uniform ones"),
     options.images(500),
     options.SKIP,
@@ -153,8 +153,7 @@ EXPERIMENT = Experiment(
     NAME, OPTIONS, _plan, _report, check=_check,
     quick={"epochs": 4, "max_images": 100, "n0": 100, "samples": 1000},  # about two minutes on a 2-core CPU
     view=Option("radii", DEFAULT_RADII, "radii of the certified-accuracy columns: W1, L2 ground metric, "
-                "mass-normalized", partial(_checks.radii, unit="W1, mass-normalized"), metavar="R"),
-    tuning=(Option("certify_batch", None, "noisy images per forward pass while certifying; changes no result",
-                   partial(options.count, allow_none=True), type=int, metavar="B",
-                   none="automatic, as `wsmooth certify`", shared_range="batch",
-                   images_at_once=lambda s, batch: batch),))
+                "mass-normalized", rule=partial(_checks.radii, unit="W1, mass-normalized"), metavar="R"),
+    tuning=(shared.BATCH.but(name="certify_batch", help="noisy images per forward pass while certifying; changes no "
+                             "result", optional=True, metavar="B", none="automatic, as `wsmooth certify`",
+                             images_at_once=lambda s, batch: batch),))

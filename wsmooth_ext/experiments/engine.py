@@ -78,7 +78,7 @@ class Experiment:
         unknown = set(extras) - {o.name for o in self.extras}
         if unknown:
             raise TypeError(f"{self.name}: unknown extras {sorted(unknown)}")
-        return {o.name: o.validate(extras.get(o.name, o.default)) for o in self.extras}
+        return {o.name: o.check(extras.get(o.name, o.default)) for o in self.extras}
 
 
 @dataclass
@@ -128,7 +128,7 @@ def command_line(experiment: Experiment, settings, out, quick: bool = False, ext
         if value != getattr(base, o.name):
             parts += [o.flag, o.spell(value)]
     view = experiment.view
-    if view is not None and extras and extras[view.name] != view.check(view.name, view.default):
+    if view is not None and extras and extras[view.name] != view.check(view.default):
         parts += [view.flag, view.spell(extras[view.name])]
     if data_dir is not None and DATASETS[settings.dataset].from_files:
         parts += ["--data-dir", str(data_dir)]

@@ -24,6 +24,8 @@ from functools import partial
 
 from ..attacks.registry import ATTACKS
 from ..training.compat_adversarial import UNITS
+from ..infra import options as shared
+from ..infra.options import POSITIVE, integers
 from . import _checks, options
 from .engine import Experiment, Report
 from .options import ARCH, Option
@@ -42,21 +44,21 @@ DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 M = "models (default: train all three here)"
 OPTIONS = (
     Option("methods", ("sinkhorn", "frank-wolfe"), f"attacks, among {', '.join(ATTACK_METHODS)}",
-           partial(_checks.names, allowed=ATTACK_METHODS, noun="attack"), metavar="M",
-           note="; sinkhorn is the paper's", group=options.A),
+           rule=partial(_checks.names, allowed=ATTACK_METHODS, noun="attack"), metavar="M",
+           default_note="; sinkhorn is the paper's", group=options.A),
     *options.TRAINING,
     Option("adv_training", "flow", "attack used to train the adversarial model (wsmooth train --adversarial)",
-           options.choice(ADV_TRAININGS), choices=ADV_TRAININGS, group=M),
-    Option("adv_eps", 0.3, f"its final radius, in its own units (flow: {UNITS['flow']})", options.positive, group=M),
-    Option("adv_eps_warmup", 10, "epochs over which it grows geometrically from --adv-eps/10",
-           partial(options.count, low=0), group=M),
-    Option("adv_attack_steps", 10, "attack steps per training batch", options.count, group=M),
+           choices=ADV_TRAININGS, group=M),
+    Option("adv_eps", 0.3, f"its final radius, in its own units (flow: {UNITS['flow']})", POSITIVE, group=M),
+    Option("adv_eps_warmup", 10, "epochs over which it grows geometrically from --adv-eps/10", integers(0),
+           group=M),
+    Option("adv_attack_steps", 10, "attack steps per training batch", integers(1), group=M),
     Option("sigma", 0.01, "flow-laplace noise of the smoothed model, std per flow edge, mass-normalized",
-           options.sigma, note=", the paper's Fig. 5", group=M),
+           rule=options.sigma, default_note=", the paper's Fig. 5", group=M),
     options.images(100),
     *options.ATTACK_SCHEDULE,
-    *(Option(name, None, f"attack this checkpoint as the {name} model", options.checkpoint_file, type=str,
-             metavar="CKPT", note=": train it here", path=True, group=M) for name in MODELS),
+    *(Option(name, None, f"attack this checkpoint as the {name} model", rule=options.checkpoint_file, kind=str,
+             optional=True, metavar="CKPT", default_note=": train it here", path=True, group=M) for name in MODELS),
 )
 
 
@@ -198,8 +200,8 @@ EXPERIMENT = Experiment(
     quick={"epochs": 6, "adv_eps_warmup": 3, "max_images": 20, "eps0": 0.1, "eps_factor": 1.5, "eps_every": 5,
            "max_iter": 30, "n_grad": 16, "n_test": 1000},
     view=Option("grid", DEFAULT_GRID, "table columns: nominal eps and exact W1 values, mass-normalized",
-                partial(_checks.radii, unit="mass-normalized"), metavar="R"),
-    tuning=(Option("attack_batch", 20, "digits attacked together; changes no result beyond float rounding",
-                   options.count, metavar="B", group=options.A, shared_range="attack_batch",
+                rule=partial(_checks.radii, unit="mass-normalized"), metavar="R"),
+    tuning=(shared.ATTACK_BATCH.but(default=20, help="digits attacked together; changes no result beyond float "
+                                    "rounding", metavar="B", group=options.A,
                    # a smoothed model's gradient holds n_grad noisy copies of every digit of the batch
                    images_at_once=lambda s, batch: batch * s.n_grad),))

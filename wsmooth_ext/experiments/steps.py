@@ -262,9 +262,9 @@ class Predict(_LogStep):
 
 
 def _attack_params() -> dict:
-    from ..attacks.registry import SETTINGS
+    from ..attacks.registry import SCHEDULE, SETTINGS
 
-    return {s.name: s.default for s in SETTINGS if not s.every}
+    return {s.name: s.default for s in SETTINGS if s.name not in SCHEDULE}
 
 
 # every attack's own parameters, at `wsmooth attack`'s defaults (recorded in each log's columns)

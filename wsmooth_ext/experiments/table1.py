@@ -20,6 +20,7 @@ import math
 from functools import partial
 from pathlib import Path
 
+from ..infra import options as shared
 from . import _checks, options
 from .engine import Experiment, Report
 from .options import Option
@@ -73,18 +74,19 @@ def _pattern(name, value):
 
 
 OPTIONS = (
-    Option("noises", NOISES, "smoothing noises", partial(_checks.names, allowed=NOISES, noun="noise"), metavar="N"),
-    Option("sigmas", SIGMAS, "noise std per flow edge or pixel, mass-normalized", _sigmas, metavar="S"),
+    Option("noises", NOISES, "smoothing noises", rule=partial(_checks.names, allowed=NOISES, noun="noise"),
+           metavar="N"),
+    Option("sigmas", SIGMAS, "noise std per flow edge or pixel, mass-normalized", rule=_sigmas, metavar="S"),
     Option("checkpoints", None, "take each row's model from DIR/PATTERN (rows without a file are skipped)",
-           _folder, type=str, metavar="DIR", note=": train every model here", path=True, group="models"),
-    Option("pattern", PATTERN, "file name of a row's checkpoint in --checkpoints; {sigma} as %g", _pattern,
+           rule=_folder, kind=str, metavar="DIR", default_note=": train every model here", path=True, group="models"),
+    Option("pattern", PATTERN, "file name of a row's checkpoint in --checkpoints; {sigma} as %g", rule=_pattern,
            group="models"),
-    dataclasses.replace(options.DATASET, default="mnist"),
+    options.DATASET.but(default="mnist"),
     *options.TRAINING[1:],
-    Option("skip", 1, "evaluate every skip-th test image", options.count, group=options.E, shared_range="skip"),
+    shared.SKIP.but(help="evaluate every skip-th test image", group=options.E),
     options.images(None),
-    Option("n_predict", 10000, "predict samples per image (accuracy, abstentions)", options.count, group=options.E,
-           shared_range="n"),
+    shared.N.but(name="n_predict", cli=None, aliases=(), help="predict samples per image (accuracy, abstentions)",
+                 group=options.E),
     *options.CERTIFY,
 )
 
@@ -243,6 +245,5 @@ EXPERIMENT = Experiment(
     NAME, OPTIONS, _plan, _report,
     # --quick: every 200th test digit (50), a tenth of the samples; trained models: 2 epochs on 10,000 digits
     quick={"skip": 200, "n_predict": 1000, "n0": 100, "samples": 1000, "epochs": 2, "train_size": 10000},
-    tuning=(Option("certify_batch", None, "noisy images per forward pass; changes no result",
-                   partial(options.count, allow_none=True), type=int, metavar="B", none="automatic",
-                   shared_range="batch", images_at_once=lambda s, batch: batch),))
+    tuning=(shared.BATCH.but(name="certify_batch", help="noisy images per forward pass; changes no result",
+                             optional=True, metavar="B", none="automatic", images_at_once=lambda s, batch: batch),))

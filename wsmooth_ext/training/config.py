@@ -3,7 +3,6 @@ noise, test set, checkpoint, logging, processes) and the checks of it and of the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,7 @@ from ..core import noises
 from ..infra.distributed import DistContext
 from .method import TrainingMethod
 
-OPTIMIZERS = ("sgd", "adam")
+from .options import BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, OPTIMIZERS, SEED, WEIGHT_DECAY  # noqa: F401
 # train_args a resumed run must keep (epochs may change: that is how a run is extended; world_size may too)
 RESUME_FIXED = ("noise", "sigma", "lr", "batch_size", "seed", "momentum", "weight_decay", "optimizer",
                 "train_size", "augment")
@@ -89,14 +88,11 @@ def check_noise(config: TrainConfig, method: TrainingMethod, params, images: tor
 
 
 def check_numbers(c: TrainConfig, images: torch.Tensor) -> None:
-    for name, value, low in (("epochs", c.epochs, 0), ("batch_size", c.batch_size, 1), ("seed", c.seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    for name, value in (("lr", c.lr), ("momentum", c.momentum), ("weight_decay", c.weight_decay)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-            raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
-    if c.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {c.optimizer!r}")
+    """The run's numbers and optimizer, each checked by its one declaration (training/options.py) under the
+    keyword the caller used; whole numbers given as floats (5.0) become ints."""
+    for option, field in ((EPOCHS, "epochs"), (BATCH, "batch_size"), (SEED, "seed"), (LR, "lr"),
+                          (MOMENTUM, "momentum"), (WEIGHT_DECAY, "weight_decay"), (OPTIMIZER, "optimizer")):
+        setattr(c, field, option.check(getattr(c, field), field))
     if (c.test_images is None) != (c.test_labels is None):
         raise ValueError("give both test_images and test_labels, or neither")
     if c.test_images is not None and (c.test_images.shape[1:] != images.shape[1:]

@@ -15,7 +15,7 @@ def users(key: str, option: str | None = None) -> list:
     out = []
     for m in METHODS.values():
         spec = specs(m.params).get(key)
-        if spec is not None and not (spec[1].low is not None and spec[1].low == spec[1].high):
+        if spec is not None and not (spec[1].range.low == spec[1].range.high):
             if option is None or m.option == option:
                 out.append(m)
     return out
@@ -54,10 +54,10 @@ def option_help(key: str, with_default: bool = True) -> str:
                  else " (" + "; ".join(f"{name}: {u}" for name, u in units.items()) + ")")
     if with_default:
         text += f" (default {default_text(key)})"
-    ranges = [s.range_text() for _, s in entries]
+    ranges = [s.text() for _, s in entries]
     usual = max(ranges, key=ranges.count)
     others = "; ".join(f"{m.name}: {r}" for m, r in zip(methods, ranges) if r != usual)
-    return text + f"{';' if with_default else ','} allowed {usual}" + (f" ({others})" if others else "")
+    return text + f"; {usual}" + (f" ({others})" if others else "")
 
 
 def hyper_keys(option: str | None = None) -> list[str]:

@@ -40,7 +40,8 @@ from .compat_methods import METHODS
 from ..core.noises import add_noise
 from . import config as _config
 from .augment import AUGMENT_PAD, augment_batch
-from .config import OPTIMIZERS, TrainConfig
+from .config import TrainConfig
+from .options import OPTIMIZERS
 from .evaluation import evaluate
 from .loop import train_loop
 from .registry import choose

@@ -12,8 +12,6 @@ import os
 import time
 from importlib import import_module
 
-from ...infra.ranges import RANGES
-
 DATA_ENV = "WSMOOTH_DATA"  # where --data-dir defaults to, the way torchvision users set a root once
 
 
@@ -45,12 +43,12 @@ def _split(kind):
 
 def _add(parser, option, quick: dict) -> None:
     listed = isinstance(option.default, tuple)  # a comma-separated list, the option repeatable
-    kind = option.type or (type(option.default[0] if listed else option.default) if option.default is not None
-                           else str)
+    kind = option.kind or (option.parse if option.range is not None else None) or (
+        type(option.default[0] if listed else option.default) if option.default is not None else str)
     later = f"; {option.spell(quick[option.name])} with --quick" if option.name in quick else ""
-    bound = f"; {RANGES[option.shared_range].text()}" if option.shared_range else ""
+    bound = f"; {option.text()}" if option.range is not None else ""
     text = (f"{option.help}{', comma-separated' if listed else ''}{bound} (default {option.spell(option.default)}"
-            f"{option.note}{later})")
+            f"{option.default_note}{later})")
     kwargs = dict(default=None, metavar=option.metavar, help=text.replace("%", "%%"))  # argparse formats help with %
     if listed:
         kwargs.update(type=_split(kind), nargs="+")
