@@ -248,7 +248,7 @@ def test_documented_options_pass_through_torchrun_without_a_separator():
     parsed = get_args_parser().parse_args(["--standalone", "--nproc-per-node", "2", "-m", "wsmooth_ext.cli", *ours])
     assert parsed.training_script_args == ours
     args = build_parser().parse_args(parsed.training_script_args)
-    assert (args.n, args.n0, args.max) == (1000, 100, 5)
+    assert (args.n, args.n0, args.max_images) == (1000, 100, 5)
     # every long option of every subcommand is safe from torchrun's prefix matching, except the aliases
     torchrun_options = {o for a in get_args_parser()._actions for o in a.option_strings}
     aliases = {"--n", "--max", "--help"}

@@ -57,13 +57,8 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
           test_labels: torch.Tensor | None = None, checkpoint_path: str | Path | None = None,
           resume: bool = False, progress: bool = True, optimizer: str = "sgd", augment: bool = False,
           metadata: dict | None = None, log: Callable[[str], None] | None = None,
-          dist_ctx: DistContext | None = None, method: str = "noise", num_noise: int | None = None,
-          consistency_lambda: float | None = None, consistency_eta: float | None = None,
-          adv_epsilon: float | None = None, adv_steps: int | None = None,
-          adv_warmup: int | None = None, macer_lambda: float | None = None, macer_gamma: float | None = None,
-          macer_beta: float | None = None, adversarial: str = "none", adv_eps: float | None = None,
-          adv_eps_warmup: int | None = None, adv_attack_steps: int | None = None,
-          adv_clean_weight: float | None = None, **method_params) -> list[dict]:
+          dist_ctx: DistContext | None = None, method: str = "noise", adversarial: str = "none",
+          **hyper_parameters) -> list[dict]:
     """Train ``model`` in place under ``noise`` of std ``sigma``; return the per-epoch history.
 
     Defaults are the paper's optimizer: SGD, lr 0.001, momentum 0.9, weight decay 5e-4, batches of 128
@@ -79,8 +74,9 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
 
     ``method`` and ``adversarial`` with their hyper-parameters: see the module docstring.
 
-    ``method_params``: hyper-parameters of a method registered in :data:`wsmooth_ext.training.METHODS`
-    beyond those named above (each method's dataclass says which it has, with defaults and ranges).
+    ``hyper_parameters``: those of the chosen method (``num_noise=4``, ``consistency_lambda=3``, ...), as its
+    dataclass in :data:`wsmooth_ext.training.METHODS` declares them, with defaults and ranges (None: the
+    default); one the method does not have is refused, naming the methods that have it.
 
     ``dist_ctx`` (from :func:`wsmooth_ext.infra.distributed.context_from_env`, under torchrun): data-parallel
     training with DistributedDataParallel; every rank calls ``train`` with the same arguments and the same
@@ -90,12 +86,7 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     the checkpoint (the others wait for it, so it is complete when ``train`` returns anywhere), and with
     ``resume`` every rank reads the same checkpoint (on multi-node runs it must be on a shared file system).
     """
-    given = {"num_noise": num_noise, "consistency_lambda": consistency_lambda, "consistency_eta": consistency_eta,
-             "adv_epsilon": adv_epsilon, "adv_steps": adv_steps, "adv_warmup": adv_warmup,
-             "macer_lambda": macer_lambda, "macer_gamma": macer_gamma, "macer_beta": macer_beta,
-             "adv_eps": adv_eps, "adv_eps_warmup": adv_eps_warmup, "adv_attack_steps": adv_attack_steps,
-             "adv_clean_weight": adv_clean_weight, **method_params}
-    chosen, params = choose({"method": method, "adversarial": adversarial}, given, noise)
+    chosen, params = choose({"method": method, "adversarial": adversarial}, hyper_parameters, noise)
     config = TrainConfig(noise=noise, sigma=sigma, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                          momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, augment=augment,
                          test_images=test_images, test_labels=test_labels, checkpoint_path=checkpoint_path,
