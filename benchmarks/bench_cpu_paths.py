@@ -34,7 +34,7 @@ import time
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import ops, reference
+from wsmooth_ext.core import ops, reference
 from wsmooth_ext.infra.allocator import retain_freed_memory
 
 SHAPES = {"mnist": (1, 1, 28, 28), "cifar": (1, 3, 32, 32)}

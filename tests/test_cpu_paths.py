@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import ops, reference
+from wsmooth_ext.core import ops, reference
 
 pytestmark = pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import ops, reference
+from wsmooth_ext.core import ops, reference
 
 CUDA = torch.cuda.is_available() and ops.has_kernel("cuda")
 
