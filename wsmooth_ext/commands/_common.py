@@ -269,7 +269,7 @@ def agreed_default(paths: list, metas: list, key: str):
 
 def _training_notes(meta: dict, noise: str, sigma: float, dataset: str, which: str) -> list:
     """Notes on how one model was trained, where that differs from how it is used (``which``: how to name it)."""
-    from ..training.compat_adversarial import describe_adversarial
+    from ..training.adversarial import describe_adversarial
 
     notes = []
     trained = meta.get("noise"), meta.get("sigma")

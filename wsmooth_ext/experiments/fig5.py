@@ -23,7 +23,7 @@ from __future__ import annotations
 from functools import partial
 
 from ..attacks.registry import ATTACKS
-from ..training.compat_adversarial import UNITS
+from ..training.adversarial import UNITS
 from . import _checks, options
 from .engine import Experiment, Report
 from .options import ARCH, Option
