@@ -179,7 +179,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits, attack, steps):
         train(_model(), x, y, epochs=4, checkpoint_path=part, resume=True, **plain)
 
 
-def test_checkpoint_from_before_adversarial_training_resumes_as_none(tmp_path, digits):
+def test_checkpoint_lacking_the_adversarial_settings_is_refused(tmp_path, digits):
+    """Plain training records adversarial 'none' and every adversarial setting (None); a checkpoint lacking
+    them is refused, naming the first, not resumed as if it had no adversarial training."""
     (x, y), _ = digits
     x, y = x[:64], y[:64]
     path = tmp_path / "old.pt"
@@ -187,14 +189,17 @@ def test_checkpoint_from_before_adversarial_training_resumes_as_none(tmp_path, d
     model = _model()
     train(model, x, y, epochs=1, checkpoint_path=path, **kwargs)
     _, meta, state = load_training_state(path)
-    assert meta["train_args"]["adversarial"] == "none" and describe_adversarial(meta["train_args"]) is None
-    for key in [k for k in meta["train_args"] if k.startswith("adv") and k not in ("adv_epsilon", "adv_steps",
-                                                                                   "adv_warmup")]:
-        del meta["train_args"][key]
-    save_checkpoint(path, model, meta, training_state=state)
-    assert len(train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)) == 2
+    args = meta["train_args"]
+    assert args["adversarial"] == "none" and describe_adversarial(args) is None
+    adversarial_keys = [k for k in args if k.startswith("adv") and k not in ("adv_epsilon", "adv_steps", "adv_warmup")]
+    assert adversarial_keys[0] == "adversarial" and {args[k] for k in adversarial_keys[1:]} == {None}
     with pytest.raises(ValueError, match="adversarial was 'none' there, now 'flow'"):
-        train(_model(), x, y, epochs=3, checkpoint_path=path, resume=True, adversarial="flow", **kwargs)
+        train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, adversarial="flow", **kwargs)
+    for key in adversarial_keys:
+        del args[key]
+    save_checkpoint(path, model, meta, training_state=state)
+    with pytest.raises(ValueError, match=r"its train_args lack 'adversarial', a setting a resumed run must keep"):
+        train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)
 
 
 def test_refused_combinations_and_inputs(digits):

@@ -252,7 +252,10 @@ def test_resume_equals_uninterrupted_run_per_method(tmp_path, digits, method, ex
               **{k: v for k, v in kwargs.items() if k not in extra and k != "method"})
 
 
-def test_checkpoint_from_before_methods_resumes_as_noise(tmp_path, digits):
+@pytest.mark.parametrize("missing", ["method", "num_noise", "macer_beta", "augment"])
+def test_checkpoint_lacking_a_kept_setting_is_refused(tmp_path, digits, missing):
+    """A checkpoint whose train_args lack a key --resume must keep (a method's, even one recorded as None for
+    this method, or the run's own) is refused with one line naming it: no value is assumed for it."""
     (x, y), _ = digits
     x, y = x[:64], y[:64]
     path = tmp_path / "old.pt"
@@ -260,13 +263,14 @@ def test_checkpoint_from_before_methods_resumes_as_noise(tmp_path, digits):
     model = _model()
     train(model, x, y, epochs=1, checkpoint_path=path, **kwargs)
     _, meta, state = load_training_state(path)
-    for key in ("method", "num_noise", "consistency_lambda", "consistency_eta", "adv_epsilon", "adv_steps",
-                "adv_warmup", "macer_lambda", "macer_gamma", "macer_beta"):
-        del meta["train_args"][key]
+    assert len(train(_model(), x, y, epochs=1, checkpoint_path=path, resume=True, **kwargs)) == 1  # as written
+    del meta["train_args"][missing]
     save_checkpoint(path, model, meta, training_state=state)
-    assert len(train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)) == 2
-    with pytest.raises(ValueError, match="method was 'noise' there, now 'consistency'"):
-        train(_model(), x, y, epochs=3, checkpoint_path=path, resume=True, method="consistency", **kwargs)
+    with pytest.raises(ValueError) as refused:
+        train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)
+    assert str(refused.value) == (f"cannot resume from {path}: its train_args lack {missing!r}, a setting a "
+                                  "resumed run must keep")
+    assert load_training_state(path)[2]["epoch"] == 1  # left as it was
 
 
 def test_bad_method_arguments(digits):
