@@ -29,7 +29,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from wsmooth_ext import reference
+from wsmooth_ext.core import reference
 from wsmooth_ext.core.certificates import certified_radius
 from wsmooth_ext.inputs.data import load_dataset
 from wsmooth_ext.core.inference import compile_for_inference, with_precision

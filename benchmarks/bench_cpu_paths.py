@@ -34,7 +34,7 @@ import time
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import ops, reference
+from wsmooth_ext.core import ops, reference
 from wsmooth_ext.infra.allocator import retain_freed_memory
 
 SHAPES = {"mnist": (1, 1, 28, 28), "cifar": (1, 3, 32, 32)}
@@ -121,7 +121,6 @@ def main(argv=None) -> int:
         parser.error(f"--threads must list counts in [1, {os.cpu_count()}], got {args.threads!r}")
     if not ops.has_kernel("cpu"):
         sys.exit("the compiled CPU kernel is not built")
-    os.environ.pop("WSMOOTH_CPU_PORTABLE", None)
     status = wsmooth_ext.kernel_info()["cpu_paths"]
     paths = [p for p in PATHS if status.get(p) == "runnable"]
     print(f"CPU: {cpu_name()}; torch {torch.__version__}; paths: "

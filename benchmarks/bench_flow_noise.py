@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import reference
+from wsmooth_ext.core import reference
 
 from bench_common import DEVICES, sync
 

@@ -5,7 +5,7 @@ the picture code: saved tensors, or the fused op called directly."""
 import numpy as np
 import torch
 
-from wsmooth_ext import ops
+from wsmooth_ext.core import ops
 from wsmooth_ext.analysis.pictures import save_figure
 
 

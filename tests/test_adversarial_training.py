@@ -10,19 +10,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsmooth_ext.training.compat_adversarial import (ADVERSARIAL_DEFAULTS, ATTACK_PARAMS, Adversary, adversarial_epsilon,
-                                     adversarial_settings, describe_adversarial)
 from wsmooth_ext.attacks import FlowAttack
-from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from wsmooth_ext.training.keywords import _STREAM_SHUFFLE, derive_seed, evaluate, train
 from wsmooth_ext.core.wasserstein import wasserstein_distance
+from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state, save_checkpoint
+from wsmooth_ext.training import flow, frank_wolfe, sinkhorn
+from wsmooth_ext.training.adversarial import Adversary, adversarial_epsilon, describe_adversarial
+from wsmooth_ext.training.keywords import _STREAM_SHUFFLE, derive_seed, evaluate, train
+from wsmooth_ext.training.params import specs
+from wsmooth_ext.training.registry import METHODS, choose, group_keys, record
 
 from conftest import wong_digits_model as _model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = dict(progress=False, log=lambda line: None)
+# each attack's fixed settings during training, as its module declares them
+ATTACK_PARAMS = {"flow": flow.ATTACK_PARAMS, "frank-wolfe": frank_wolfe.ATTACK_PARAMS,
+                 "sinkhorn": sinkhorn.ATTACK_PARAMS}
 
 
+def _adversarial_args(adversarial: str = "none", **given) -> dict:
+    """The adversarial part of train_args as train(adversarial=..., **given) records it, with noise 'none':
+    the registry's choice and validation (choose), then its record, cut to the option's keys (group_keys)."""
+    chosen, params = choose({"adversarial": adversarial}, given, "none")
+    return {k: v for k, v in record(chosen, params).items() if k in group_keys("adversarial")}
 
 
 @pytest.fixture(scope="module")
@@ -35,30 +45,30 @@ def pretrained(digits):
 
 
 def test_settings_defaults_validation_and_geometric_schedule():
-    s = adversarial_settings("flow")
+    s = _adversarial_args("flow")
     assert (s["adv_eps"], s["adv_eps_warmup"], s["adv_attack_steps"], s["adv_clean_weight"]) == (0.1, 10, 10, 0.0)
     assert s["adv_eps_start"] == pytest.approx(0.01) and s["adv_attack_params"] == ATTACK_PARAMS["flow"]
-    assert ADVERSARIAL_DEFAULTS["adv_eps"] == 0.1
-    assert set(adversarial_settings("none").values()) == {"none", None}
+    assert all(specs(METHODS[name].params)["adv_eps"][0] == 0.1 for name in ATTACK_PARAMS)
+    assert set(_adversarial_args("none").values()) == {"none", None}
     # geometric: ε/10 in epoch 0, ε in epoch W − 1 and after, a constant ratio in between
-    s = adversarial_settings("frank-wolfe", adv_eps=0.2, adv_eps_warmup=4)
+    s = _adversarial_args("frank-wolfe", adv_eps=0.2, adv_eps_warmup=4)
     eps = [adversarial_epsilon(s, e) for e in range(6)]
     assert eps[0] == pytest.approx(0.02) and eps[3:] == [0.2, 0.2, 0.2]
     ratios = [b / a for a, b in zip(eps[:4], eps[1:4])]
     assert ratios == pytest.approx([10 ** (1 / 3)] * 3)
     for warmup in (0, 1):
-        s = adversarial_settings("sinkhorn", adv_eps=0.3, adv_eps_warmup=warmup)
+        s = _adversarial_args("sinkhorn", adv_eps=0.3, adv_eps_warmup=warmup)
         assert [adversarial_epsilon(s, e) for e in range(3)] == [0.3] * 3 and s["adv_eps_start"] == 0.3
     for kwargs, match in [(dict(adv_eps=0.0), r"adv_eps must be a number in \[1e-06, 100\]"), (dict(adv_eps=math.nan), "adv_eps must be"),
                           (dict(adv_attack_steps=0), r"adv_attack_steps must be an integer in \[1, 1000000\]"),
                           (dict(adv_eps_warmup=-1), "adv_eps_warmup"),
                           (dict(adv_clean_weight=1.0), r"adv_clean_weight must be a number in \[0, 1\)")]:
         with pytest.raises(ValueError, match=match):
-            adversarial_settings("flow", **kwargs)
+            _adversarial_args("flow", **kwargs)
     with pytest.raises(ValueError, match="adversarial must be one of"):
-        adversarial_settings("pgd")
-    with pytest.raises(ValueError, match=r"\['adv_eps'\] only apply to adversarial training"):
-        adversarial_settings("none", adv_eps=0.1)
+        _adversarial_args("pgd")
+    with pytest.raises(ValueError, match=r"\['adv_eps'\]; they only apply to adversarial training"):
+        _adversarial_args("none", adv_eps=0.1)
 
 
 class _Recorder(nn.Module):
@@ -96,7 +106,7 @@ def test_training_examples_meet_the_attack_constraints(digits, pretrained, attac
     order = torch.randperm(12, generator=torch.Generator().manual_seed(derive_seed(5, _STREAM_SHUFFLE, 0)))
     clean, labels = x[order], y[order]
     adv = model.seen[0]
-    settings = adversarial_settings(attack, adv_eps=eps, adv_eps_warmup=0, adv_attack_steps=4)
+    settings = _adversarial_args(attack, adv_eps=eps, adv_eps_warmup=0, adv_attack_steps=4)
     torch.testing.assert_close(adv, Adversary(settings).perturb(initial, clean, labels, 0), rtol=0, atol=0)
     assert adv.shape == clean.shape and bool((adv >= 0).all()) and bool((adv <= 1).all())
     mass, adv_mass = clean.double().sum(dim=(1, 2, 3)), adv.double().sum(dim=(1, 2, 3))
@@ -129,7 +139,7 @@ def test_loss_decreases_and_clean_weight_mixes_in_the_clean_loss(digits):
     assert losses[-1] < 0.6 * losses[0] and history[-1]["test_clean_acc"] > 0.5
     assert [row["adv_eps"] for row in history] == [0.1] * 6
     # w: (1 − w)·CE(x') + w·CE(x), against the formula on one batch
-    settings = adversarial_settings("flow", adv_eps=0.1, adv_eps_warmup=0, adv_attack_steps=2, adv_clean_weight=0.25)
+    settings = _adversarial_args("flow", adv_eps=0.1, adv_eps_warmup=0, adv_attack_steps=2, adv_clean_weight=0.25)
     model = _model()
     logits, losses = Adversary(settings).step(model, model, x[:8], y[:8], 0)
     adv = Adversary(settings).perturb(model, x[:8], y[:8], 0)
@@ -169,7 +179,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits, attack, steps):
         train(_model(), x, y, epochs=4, checkpoint_path=part, resume=True, **plain)
 
 
-def test_checkpoint_from_before_adversarial_training_resumes_as_none(tmp_path, digits):
+def test_checkpoint_lacking_the_adversarial_settings_is_refused(tmp_path, digits):
+    """Plain training records adversarial 'none' and every adversarial setting (None); a checkpoint lacking
+    them is refused, naming the first, not resumed as if it had no adversarial training."""
     (x, y), _ = digits
     x, y = x[:64], y[:64]
     path = tmp_path / "old.pt"
@@ -177,14 +189,17 @@ def test_checkpoint_from_before_adversarial_training_resumes_as_none(tmp_path, d
     model = _model()
     train(model, x, y, epochs=1, checkpoint_path=path, **kwargs)
     _, meta, state = load_training_state(path)
-    assert meta["train_args"]["adversarial"] == "none" and describe_adversarial(meta["train_args"]) is None
-    for key in [k for k in meta["train_args"] if k.startswith("adv") and k not in ("adv_epsilon", "adv_steps",
-                                                                                   "adv_warmup")]:
-        del meta["train_args"][key]
-    save_checkpoint(path, model, meta, training_state=state)
-    assert len(train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)) == 2
+    args = meta["train_args"]
+    assert args["adversarial"] == "none" and describe_adversarial(args) is None
+    adversarial_keys = [k for k in args if k.startswith("adv") and k not in ("adv_epsilon", "adv_steps", "adv_warmup")]
+    assert adversarial_keys[0] == "adversarial" and {args[k] for k in adversarial_keys[1:]} == {None}
     with pytest.raises(ValueError, match="adversarial was 'none' there, now 'flow'"):
-        train(_model(), x, y, epochs=3, checkpoint_path=path, resume=True, adversarial="flow", **kwargs)
+        train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, adversarial="flow", **kwargs)
+    for key in adversarial_keys:
+        del args[key]
+    save_checkpoint(path, model, meta, training_state=state)
+    with pytest.raises(ValueError, match=r"its train_args lack 'adversarial', a setting a resumed run must keep"):
+        train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)
 
 
 def test_refused_combinations_and_inputs(digits):
@@ -215,7 +230,7 @@ def test_perturb_edge_cases(digits):
         attack.perturb(x, y, 0.0, 2)
     x[1] = 0  # an image without mass has no Wasserstein ball: training leaves it as it is
     model.train()
-    out = Adversary(adversarial_settings("flow", adv_eps_warmup=0, adv_attack_steps=2)).perturb(model, x, y, 0)
+    out = Adversary(_adversarial_args("flow", adv_eps_warmup=0, adv_attack_steps=2)).perturb(model, x, y, 0)
     assert torch.equal(out[1], x[1]) and not torch.equal(out[0], x[0]) and model.training
 
 

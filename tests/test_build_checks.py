@@ -4,7 +4,7 @@ another CUDA major version is refused with a clear message."""
 import pytest
 import torch
 
-from wsmooth_ext import ops
+from wsmooth_ext.core import ops
 
 
 def test_the_extension_records_its_cuda_version():

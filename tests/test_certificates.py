@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
 
-from wsmooth_ext import noises, reference
+from wsmooth_ext.core import noises, reference
 from wsmooth_ext.core.certificates import certified_radius, resolve_certificate
 
 CASES = [(name, cert) for name, family in noises.FAMILIES.items() for cert in family.certificates]

@@ -131,9 +131,9 @@ def test_help_states_units(capsys):
         assert "mass-normalized" in text and "radius" in text
 
 
-def test_compile_gives_the_same_log_and_jit_is_its_alias(tmp_path, ckpt, capsys):
+def test_compile_gives_the_same_log(tmp_path, ckpt, capsys):
     # the one real inductor compilation of the CLI tests (a tiny model: ~10-20 s cold, less with inductor's cache)
-    plain, compiled, jit = tmp_path / "plain.tsv", tmp_path / "compiled.tsv", tmp_path / "jit.tsv"
+    plain, compiled = tmp_path / "plain.tsv", tmp_path / "compiled.tsv"
     args = ["certify", ckpt, "--dataset", "digits", "--skip", "5", "--max", "6"] + FAST
     assert main(args + ["--out", str(plain)]) == 0
     capsys.readouterr()
@@ -142,10 +142,6 @@ def test_compile_gives_the_same_log_and_jit_is_its_alias(tmp_path, ckpt, capsys)
     assert "--compile: compiled model (inductor, dynamic batch; identical predictions on" in err
     assert "compiling and checking took" in err
     assert _no_time(read_log(compiled)[1]) == _no_time(read_log(plain)[1])
-    assert main(args + ["--out", str(jit), "--jit"]) == 0
-    err = capsys.readouterr().err
-    assert "--jit is deprecated" in err and "--compile: compiled model" in err
-    assert _no_time(read_log(jit)[1]) == _no_time(read_log(plain)[1])
 
 
 def test_precision_bf16_through_the_cli(tmp_path, ckpt, capsys):

@@ -16,7 +16,6 @@ def test_bench_names_the_cpu_path_in_use(capsys, monkeypatch):
 
     if not wsmooth_ext.has_kernel("cpu"):
         pytest.skip("compiled CPU kernel not built")
-    monkeypatch.delenv("WSMOOTH_CPU_PORTABLE", raising=False)
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     assert main(["bench", "--shape", "1,1,4,5", "--samples", "20", "--threads", "1"]) == 0
     assert "CPU path   default" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import ops, reference
+from wsmooth_ext.core import ops, reference
 
 pytestmark = pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
 
@@ -31,7 +31,6 @@ def require(path):
 @pytest.fixture
 def force(monkeypatch):
     """force(path): the ops take `path` from now on (ATEN_CPU_CAPABILITY is read at every call)."""
-    monkeypatch.delenv("WSMOOTH_CPU_PORTABLE", raising=False)
 
     def set_path(path):
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", path)
@@ -44,7 +43,6 @@ def force(monkeypatch):
 
 def test_default_is_always_runnable_and_the_best_path_is_chosen(monkeypatch):
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
-    monkeypatch.delenv("WSMOOTH_CPU_PORTABLE", raising=False)
     info = wsmooth_ext.kernel_info()
     assert info["cpu_paths"]["default"] == "runnable"
     assert info["cpu_path"] == RUNNABLE[0]
@@ -78,14 +76,6 @@ def test_values_without_a_path_of_ours_keep_the_best_path(monkeypatch, value, ig
     assert info["cpu_path"] == RUNNABLE[0]
     assert value in info["cpu_path_note"]
     assert ("invalid" in info["cpu_path_note"]) == ignored
-
-
-def test_wsmooth_cpu_portable_means_default(monkeypatch):
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", RUNNABLE[0])
-    monkeypatch.setenv("WSMOOTH_CPU_PORTABLE", "1")
-    info = wsmooth_ext.kernel_info()
-    assert info["cpu_path"] == "default"
-    assert "WSMOOTH_CPU_PORTABLE" in info["cpu_path_note"]
 
 
 # --- identical output on every path --------------------------------------------------------------------------
@@ -202,8 +192,7 @@ def test_the_variable_set_before_start_up_selects_the_path(tmp_path):
     """As a user sets it: in the environment of a fresh process (one per runnable path), same samples."""
     results = {}
     for path in RUNNABLE:
-        env = {k: v for k, v in os.environ.items() if k != "WSMOOTH_CPU_PORTABLE"}
-        env["ATEN_CPU_CAPABILITY"] = path
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": path}
         target = tmp_path / f"{path}.pt"
         subprocess.run([sys.executable, "-c", _CHILD, str(target)], env=env, check=True, timeout=300)
         results[path] = torch.load(target, weights_only=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import ops
+from wsmooth_ext.core import ops
 
 ROOT = Path(__file__).resolve().parents[1]
 CXX, QEMU = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")

@@ -26,7 +26,7 @@ import torch
 from torch.utils import cpp_extension
 
 import wsmooth_ext
-from wsmooth_ext import ops, reference
+from wsmooth_ext.core import ops, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 EMULATION_DIR = ROOT / "csrc" / "cuda_emulation"

@@ -291,39 +291,6 @@ def test_a_run_that_fools_no_digit_says_so_instead_of_drawing(done, tmp_path):
     assert not list(out.glob("examples_*")) and (out / "fig5.png").exists()
 
 
-def _as_without_examples(log, keep):
-    """Rewrite ``log`` as a run without saved examples writes it (adv_saved 0), keeping its first ``keep`` rows."""
-    header, *lines = log.read_text().splitlines()
-    at = header.split("\t").index("adv_saved")
-    rows = [line.split("\t") for line in lines[:keep]]
-    for fields in rows:
-        assert fields[at] == "1"
-        fields[at] = "0"
-    log.write_text("".join(line + "\n" for line in [header] + ["\t".join(fields) for fields in rows]))
-
-
-def test_a_folder_from_before_the_examples_were_saved_resumes_without_them(done, tmp_path):
-    """Logs begun without tensors (adv_saved 0, no adversarial/): continued as they began, no picture."""
-    out = tmp_path / "old"
-    assert _experiment(out, *_models_given(done), "--methods", "frank-wolfe", "--max-images", "3") == 0
-    finished = {m: _rows_without_time(out / f"{m}_frank-wolfe.tsv") for m in MODELS}
-    shutil.rmtree(out / "adversarial")
-    for picture in out.glob("examples_*.png"):
-        picture.unlink()
-    for model in MODELS:  # as the experiment wrote its logs before: adv_saved 0; one log a digit short
-        _as_without_examples(out / f"{model}_frank-wolfe.tsv", keep=2 if model == "smoothed" else 3)
-    assert _experiment(out, *_models_given(done), "--methods", "frank-wolfe", "--max-images", "3", "--resume") == 0
-    for model in MODELS:  # the same rows as the run that saved its examples, less that column
-        rows = _rows_without_time(out / f"{model}_frank-wolfe.tsv")
-        assert {r["adv_saved"] for r in rows} == {0}
-        assert [{**r, "adv_saved": 1} for r in rows] == finished[model]
-    assert not (out / "adversarial").exists() and not list(out.glob("examples_*"))
-    text = (out / "summary.md").read_text()
-    for model in MODELS:
-        assert (f"- {model}: no picture; the examples of frank-wolfe were not saved (its log was begun before fig5 "
-                "saved them; a new --out saves them).") in text
-
-
 def _one_error_line(capsys, *needles):
     err = capsys.readouterr().err
     assert err.startswith("wsmooth experiment: error:") and err.count("\n") == 1, err

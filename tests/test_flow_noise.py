@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import wsmooth_ext
-from wsmooth_ext import ops, reference
+from wsmooth_ext.core import ops, reference
 
 CUDA = torch.cuda.is_available() and ops.has_kernel("cuda")
 
@@ -384,13 +384,13 @@ def test_cuda_backward_matches_cpu(pixel):
 @pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
 @pytest.mark.parametrize("pixel", [False, True])
 def test_cpu_simd_and_portable_paths_agree(monkeypatch, pixel):
-    """The best CPU path here and the portable one (WSMOOTH_CPU_PORTABLE=1) give the very same samples
+    """The best CPU path here and the portable one (ATEN_CPU_CAPABILITY=default) give the very same samples
     (every path, forced in turn: tests/test_cpu_paths.py)."""
     x = torch.rand(2, 3, 9, 13)
     op = wsmooth_ext.pixel_noise if pixel else wsmooth_ext.flow_noise
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     default = op(x, 20, 0.05, seed=9)
-    monkeypatch.setenv("WSMOOTH_CPU_PORTABLE", "1")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     assert wsmooth_ext.kernel_info()["cpu_path"] == "default"
     portable = op(x, 20, 0.05, seed=9)
     assert torch.equal(default, portable)

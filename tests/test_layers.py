@@ -1,14 +1,11 @@
 """The package's layers (docs/architecture.md §Layers): every import statement in wsmooth_ext goes down.
 
 Read from the source with ``ast`` (deferred imports inside functions included), so an upward import fails here
-even when no test happens to execute it. Also: the modules that moved into layer packages keep their old names.
+even when no test happens to execute it. Also: every public name of ``wsmooth_ext`` resolves.
 """
 
 import ast
-import importlib
 import pathlib
-
-import pytest
 
 import wsmooth_ext
 
@@ -80,16 +77,6 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     assert any("core/noises.py" in v and "wsmooth_ext.experiments" in v for v in _violations())
 
 
-@pytest.mark.parametrize("old, new", sorted(wsmooth_ext.MOVED_MODULES.items()))
-def test_moved_modules_keep_their_old_names(old, new):
-    assert importlib.import_module(f"wsmooth_ext.{old}") is importlib.import_module(f"wsmooth_ext.{new}")
-
-
-def test_old_names_serve_from_imports_and_the_public_names_stay():
-    from wsmooth_ext.smooth import Smooth
-    from wsmooth_ext.train import train
-    from wsmooth_ext.training import train as train_new
-    assert Smooth is wsmooth_ext.Smooth and train is train_new
-    assert importlib.import_module("wsmooth_ext.noises").__spec__.name == "wsmooth_ext.core.noises"
+def test_the_public_names_stay():
     for name in wsmooth_ext.__all__:
         assert getattr(wsmooth_ext, name) is not None

@@ -10,10 +10,14 @@ import torch.nn.functional as F
 import wsmooth_ext
 from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from wsmooth_ext.core.flows import apply_flow, flow_l1_norm
-from wsmooth_ext.training.compat_methods import (METHOD_DEFAULTS, consistency_loss, macer_loss, macer_radius, method_settings,
-                                 noise_loss, smoothadv_epsilon, smoothadv_perturb, smoothed_cross_entropy)
 from wsmooth_ext.core.noises import add_noise
+from wsmooth_ext.training.common import noise_loss, smoothed_cross_entropy
+from wsmooth_ext.training.consistency import consistency_loss
 from wsmooth_ext.training.keywords import derive_seed, train
+from wsmooth_ext.training.macer import macer_loss, macer_radius
+from wsmooth_ext.training.params import specs
+from wsmooth_ext.training.registry import METHODS, choose, group_keys, record
+from wsmooth_ext.training.smoothadv import smoothadv_epsilon, smoothadv_perturb
 
 from conftest import wong_digits_model as _model
 
@@ -22,29 +26,34 @@ pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_n
 QUIET = dict(progress=False, log=lambda line: None)
 
 
+def _method_args(method: str = "noise", **given) -> dict:
+    """The method's part of train_args as train(method=..., **given) records it: the registry's choice and
+    validation (choose), then its record, cut to the method option's keys (group_keys)."""
+    chosen, params = choose({"method": method}, given, "flow-laplace")
+    return {k: v for k, v in record(chosen, params).items() if k in group_keys("method")}
 
 
-def test_method_settings_defaults_and_validation():
-    assert method_settings() == {"method": "noise", "num_noise": 1, "consistency_lambda": None,
-                                 "consistency_eta": None, "adv_epsilon": None, "adv_steps": None, "adv_warmup": None,
-                                 "macer_lambda": None, "macer_gamma": None, "macer_beta": None}
-    c = method_settings("consistency")
+def test_method_train_args_defaults_and_validation():
+    assert _method_args() == {"method": "noise", "num_noise": 1, "consistency_lambda": None,
+                              "consistency_eta": None, "adv_epsilon": None, "adv_steps": None, "adv_warmup": None,
+                              "macer_lambda": None, "macer_gamma": None, "macer_beta": None}
+    c = _method_args("consistency")
     assert (c["num_noise"], c["consistency_lambda"], c["consistency_eta"], c["adv_epsilon"]) == (2, 3.0, 0.5, None)
-    a = method_settings("smoothadv", adv_epsilon=0.05)
+    a = _method_args("smoothadv", adv_epsilon=0.05)
     assert (a["num_noise"], a["adv_epsilon"], a["adv_steps"], a["adv_warmup"]) == (2, 0.05, 4, 10)
-    assert METHOD_DEFAULTS["adv_epsilon"] == 0.02
-    mc = method_settings("macer")
+    assert specs(METHODS["smoothadv"].params)["adv_epsilon"][0] == 0.02
+    mc = _method_args("macer")
     assert (mc["num_noise"], mc["macer_lambda"], mc["macer_gamma"], mc["macer_beta"]) == (8, 1.0, 0.03, 16.0)
     with pytest.raises(ValueError, match=r"macer_gamma must be a number in \[1e-06, 100\]"):
-        method_settings("macer", macer_gamma=0.0)
+        _method_args("macer", macer_gamma=0.0)
     with pytest.raises(ValueError, match="method must be one of"):
-        method_settings("trades")
+        _method_args("trades")
     with pytest.raises(ValueError, match=r"num_noise must be an integer in \[2, 1024\]"):
-        method_settings("consistency", num_noise=1)
+        _method_args("consistency", num_noise=1)
     with pytest.raises(ValueError, match=r"adv_epsilon must be a number in \[0, 100\]"):
-        method_settings("smoothadv", adv_epsilon=float("nan"))
+        _method_args("smoothadv", adv_epsilon=float("nan"))
     with pytest.raises(ValueError, match="adv_steps"):
-        method_settings("smoothadv", adv_steps=0)
+        _method_args("smoothadv", adv_steps=0)
 
 
 def _naive_consistency(logits, labels, lam, eta):
@@ -243,7 +252,10 @@ def test_resume_equals_uninterrupted_run_per_method(tmp_path, digits, method, ex
               **{k: v for k, v in kwargs.items() if k not in extra and k != "method"})
 
 
-def test_checkpoint_from_before_methods_resumes_as_noise(tmp_path, digits):
+@pytest.mark.parametrize("missing", ["method", "num_noise", "macer_beta", "augment"])
+def test_checkpoint_lacking_a_kept_setting_is_refused(tmp_path, digits, missing):
+    """A checkpoint whose train_args lack a key --resume must keep (a method's, even one recorded as None for
+    this method, or the run's own) is refused with one line naming it: no value is assumed for it."""
     (x, y), _ = digits
     x, y = x[:64], y[:64]
     path = tmp_path / "old.pt"
@@ -251,13 +263,14 @@ def test_checkpoint_from_before_methods_resumes_as_noise(tmp_path, digits):
     model = _model()
     train(model, x, y, epochs=1, checkpoint_path=path, **kwargs)
     _, meta, state = load_training_state(path)
-    for key in ("method", "num_noise", "consistency_lambda", "consistency_eta", "adv_epsilon", "adv_steps",
-                "adv_warmup", "macer_lambda", "macer_gamma", "macer_beta"):
-        del meta["train_args"][key]
+    assert len(train(_model(), x, y, epochs=1, checkpoint_path=path, resume=True, **kwargs)) == 1  # as written
+    del meta["train_args"][missing]
     save_checkpoint(path, model, meta, training_state=state)
-    assert len(train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)) == 2
-    with pytest.raises(ValueError, match="method was 'noise' there, now 'consistency'"):
-        train(_model(), x, y, epochs=3, checkpoint_path=path, resume=True, method="consistency", **kwargs)
+    with pytest.raises(ValueError) as refused:
+        train(_model(), x, y, epochs=2, checkpoint_path=path, resume=True, **kwargs)
+    assert str(refused.value) == (f"cannot resume from {path}: its train_args lack {missing!r}, a setting a "
+                                  "resumed run must keep")
+    assert load_training_state(path)[2]["epoch"] == 1  # left as it was
 
 
 def test_bad_method_arguments(digits):

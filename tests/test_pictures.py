@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsmooth_ext import Smooth, ops
+from wsmooth_ext import Smooth
+from wsmooth_ext.core import ops
 from wsmooth_ext.analysis.pictures import (attack_figure, attack_picture, load_attack_examples, nearest_fooled,
                                            noise_grid, noise_samples, save_figure)
 from wsmooth_ext.analysis.pictures.scales import pixel_scale, stretch, unstretch

@@ -7,7 +7,8 @@ needs the backward op's own derivative (with respect to the incoming gradient).
 import pytest
 import torch
 
-from wsmooth_ext import flow_noise, has_kernel, pixel_noise, reference
+from wsmooth_ext import flow_noise, has_kernel, pixel_noise
+from wsmooth_ext.core import reference
 
 pytestmark = pytest.mark.skipif(not has_kernel("cpu"), reason="needs the compiled CPU kernel")
 

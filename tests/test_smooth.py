@@ -9,7 +9,7 @@ from scipy import stats
 from torch import nn
 
 from wsmooth_ext import flow_noise, pixel_noise
-from wsmooth_ext import noises
+from wsmooth_ext.core import noises
 from wsmooth_ext.core.certificates import certified_radius
 from wsmooth_ext.core.smooth import ABSTAIN, CertifyRecord, Smooth
 from wsmooth_ext.core.statistics import clopper_pearson_lower

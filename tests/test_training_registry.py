@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import wsmooth_ext.training as training
-from wsmooth_ext.inputs.checkpoint import load_training_state
+from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from wsmooth_ext.cli import main
 from wsmooth_ext.core.noises import add_noise
 from wsmooth_ext.training.keywords import derive_seed, train
@@ -161,6 +161,17 @@ def test_old_checkpoint_with_changed_settings_is_refused(tmp_path, capsys):
     changed = [("3" if a == "2" else a) for a in OLD["consistency"]]
     assert main(OLD_BASE + changed + ["--epochs", "2", "--resume", "--out", str(path)]) == 2
     assert "consistency_lambda was 2.0 there, now 3.0" in capsys.readouterr().err
+
+
+def test_old_checkpoint_lacking_a_setting_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "old.pt"
+    model = load_checkpoint(DATA / "noise.pt")[0]
+    _, meta, training_state = load_training_state(DATA / "noise.pt")
+    del meta["train_args"]["num_noise"]
+    save_checkpoint(path, model, meta, training_state=training_state)
+    assert main(OLD_BASE + OLD["noise"] + ["--epochs", "2", "--resume", "--out", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its train_args lack 'num_noise', a setting a resumed run must keep" in err, err
 
 
 # ---------------------------------------------------------------------------------- the shape of the package

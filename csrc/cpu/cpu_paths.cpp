@@ -54,10 +54,6 @@ const std::vector<CpuPath>& cpu_paths() {
 CpuPathChoice choose_cpu_path() {
   const auto& paths = cpu_paths();
   CpuPathChoice choice{nullptr, env("ATEN_CPU_CAPABILITY"), ""};
-  if (env("WSMOOTH_CPU_PORTABLE") == "1") {
-    choice.requested = "default";
-    choice.note = "WSMOOTH_CPU_PORTABLE=1 (the same as ATEN_CPU_CAPABILITY=default)";
-  }
   // The paths at or below the requested one are allowed (all of them without a request).
   size_t first_allowed = 0;
   if (!choice.requested.empty()) {

@@ -9,7 +9,6 @@
 //   ATEN_CPU_CAPABILITY=default|avx2|avx512   an upper bound, as for PyTorch's own kernels ("avx512" on a
 //                                             processor without it gives avx2, with a note); other values are
 //                                             ignored with a warning, as PyTorch does.
-//   WSMOOTH_CPU_PORTABLE=1                    the older switch: the same as ATEN_CPU_CAPABILITY=default.
 // Unlike PyTorch, which reads ATEN_CPU_CAPABILITY once at start-up, the choice is made at every call, so a
 // test can run every path in one process.
 #pragma once

@@ -86,7 +86,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="count votes with a torch.compile'd (inductor) copy of the model, used only if it "
                              "predicts exactly like the eager model on 2,000 noisy check samples; compile time is "
                              "reported apart from the per-image times")
-    parser.add_argument("--jit", action="store_true", help="deprecated alias of --compile")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="precision of the base classifier's votes (default fp32). bf16/fp16 certify the "
                              "smoothed classifier of the reduced-precision model (sound for it; its predictions "
@@ -222,9 +221,7 @@ def _choose_voting_model(args: argparse.Namespace, smooth, images, indices: list
     from ..core.noises import CHECK_SAMPLES
 
     notes = []
-    if args.jit:
-        notes.append("note: --jit is deprecated (TorchScript is gone): it now means --compile")
-    if (args.compile or args.jit) and indices:
+    if args.compile and indices:
         from ..core.inference import compile_for_inference
 
         check = indices[:4]  # noisy samples of the first images, from the sample indices reserved for checks
@@ -264,7 +261,7 @@ def agreed_default(paths: list, metas: list, key: str):
 
 def _training_notes(meta: dict, noise: str, sigma: float, dataset: str, which: str) -> list:
     """Notes on how one model was trained, where that differs from how it is used (``which``: how to name it)."""
-    from ..training.compat_adversarial import describe_adversarial
+    from ..training.adversarial import describe_adversarial
 
     notes = []
     trained = meta.get("noise"), meta.get("sigma")

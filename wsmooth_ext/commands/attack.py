@@ -166,7 +166,7 @@ def _load_target(args, device):
                          f"{meta.get('sigma')}; smoothed with {noise} sigma {sigma}")
     if meta.get("dataset") not in (None, args.dataset):
         notes.append(f"note: the checkpoint was trained on {meta['dataset']}, attacked on {args.dataset}")
-    from ..training.compat_adversarial import describe_adversarial
+    from ..training.adversarial import describe_adversarial
 
     adversarial = describe_adversarial(meta.get("train_args"))
     if adversarial:

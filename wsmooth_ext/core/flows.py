@@ -5,7 +5,7 @@ A flow plan of a batch is a pair ``(flow_v, flow_h)`` with ``flow_v`` [B, C, H�
 ``flow_h`` [B, C, H, W−1] (mass moved right), in mass-normalized units: applied to x it gives
 x' = x + s·div(δ) with s = Σx per image, so x' has the mass of x (per channel, too) and W1_L1(x/s, x'/s) ≤ ‖δ‖₁
 (Lemma 1). These are the perturbations the Wasserstein certificate covers; ``smoothadv`` training
-(:mod:`wsmooth_ext.training.compat_methods`) searches over them.
+(:mod:`wsmooth_ext.training.smoothadv`) searches over them.
 """
 
 from __future__ import annotations

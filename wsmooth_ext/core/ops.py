@@ -70,10 +70,10 @@ def kernel_info() -> dict:
 
     ``cpu_path`` is "avx512", "avx2" or "default" (None without the compiled library): the most capable path
     that is compiled, that this processor supports and that the environment allows. ``ATEN_CPU_CAPABILITY``
-    (PyTorch's variable: default, avx2, avx512) bounds it from above and ``WSMOOTH_CPU_PORTABLE=1`` means
-    default; both are read at every call. ``cpu_path_note`` says why the path differs from the request (or why a
-    value was ignored); ``cpu_paths`` maps every path to "runnable", "compiled" (not on this processor) or
-    "not compiled". Every path gives bit-identical output.
+    (PyTorch's variable: default, avx2, avx512) bounds it from above; it is read at every call.
+    ``cpu_path_note`` says why the path differs from the request (or why a value was ignored); ``cpu_paths``
+    maps every path to "runnable", "compiled" (not on this processor) or "not compiled". Every path gives
+    bit-identical output.
     """
     info = {"devices": sorted(_KERNEL_DEVICE_TYPES), "cpu_path": None, "cpu_path_requested": "",
             "cpu_path_note": "", "cpu_paths": {}}

@@ -24,7 +24,7 @@ from functools import partial
 
 from ..core.certificates import CERTIFICATES
 from ..core.noises import NOISES, help_text
-from ..training.keywords import METHODS
+from ..training.registry import names
 from ..infra import options as shared
 from . import _checks, options
 from .engine import Experiment, Report
@@ -34,6 +34,7 @@ from .steps import Certify, Run, Train
 NAME = "certified-training"
 PLOT_FILE = "certified_accuracy.png"
 DEFAULT_RADII = (0.01, 0.02, 0.03)
+METHODS = names("method")  # the certified-training methods of the registry (wsmooth_ext.training.registry)
 
 
 def _stem(method: str, sigma: float) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from functools import partial
 
 from ..attacks.registry import ATTACKS
-from ..training.compat_adversarial import UNITS
+from ..training.adversarial import UNITS
 from ..infra import options as shared
 from ..infra.options import POSITIVE, integers
 from . import _checks, options
@@ -138,19 +138,13 @@ def _example_pictures(result) -> tuple[dict, str]:
         name = finished.model.name
         saved = {step.method: (log, step.saved_adv(result.out)) for step, log in zip(finished.run.evaluations,
                                                                                       finished.logs)}
-        unsaved = [m for m, (_, adv) in saved.items() if adv is None]
-        examples = nearest_fooled({m: pair for m, pair in saved.items() if pair[1] is not None}, EXAMPLES)
+        examples = nearest_fooled(saved, EXAMPLES)
         if examples:
             plots[examples_file(name)] = partial(_draw_examples, examples, name, s.methods, s.sigma)
             line = (f"[`{examples_file(name)}`]({examples_file(name)}): its {len(examples)} fooled digits of "
                     f"smallest exact W1 (idx {', '.join(str(e.idx) for e in examples)})")
-        elif unsaved:
-            line = "no picture"
         else:
             line = "no attack fooled a digit it classified correctly, so there is no picture"
-        if unsaved:
-            line += (f"; the examples of {', '.join(unsaved)} were not saved (its log was begun before {NAME} saved "
-                     "them; a new --out saves them)")
         lines.append(f"- {name}: {line}.")
     text = ("Nearest adversarial examples, per model: of every digit it classified correctly and some attack fooled, "
             "the example of smallest exact W1 over its attacks; clean | adversarial | adversarial − clean with the "

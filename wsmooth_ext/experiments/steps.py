@@ -290,14 +290,8 @@ class Attack(_LogStep):
     verbs = ("attacked", "attacking", "reattacked")
 
     def saved_adv(self, out: Path) -> Path | None:
-        """The file its adversarial examples are saved in, or None: none declared, or the log was begun without
-        them (in a folder from before the experiment saved them), so it continues as it began."""
-        from ..runs.logfile import read_log
-
-        log = out / self.log
-        if self.adv is None or (log.exists() and any(row.get("adv_saved") == 0 for row in read_log(log)[1])):
-            return None
-        return out / self.adv
+        """The file in ``out`` its adversarial examples are saved in, or None where none is declared."""
+        return None if self.adv is None else out / self.adv
 
     def settings(self) -> dict:
         """The settings columns of the log, as ``wsmooth attack`` records them for the same attack."""

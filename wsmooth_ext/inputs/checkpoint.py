@@ -160,11 +160,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise ValueError(f"checkpoint path is a directory, not a file: {path}")
     with open(path, "rb") as handle:
         zip_start = handle.read(4) == b"PK\x03\x04"  # a torch.save file, whole or truncated
-    if not zip_start and not _is_legacy_torch_file(path):
+    if not zip_start and not _is_pre16_torch_file(path):
         raise ValueError(f"{path} is not a checkpoint: it is neither a torch.save file nor the reference code's "
-                         "(legacy torch.save) format; a plain pickle is never unpickled here, as that can run code")
+                         "(torch's pre-1.6, non-zip torch.save) format; a plain pickle is never unpickled here, as "
+                         "that can run code")
     try:
-        with warnings.catch_warnings():  # torch's note on legacy files' pickle protocol is not for our users
+        with warnings.catch_warnings():  # torch's note on pre-1.6 files' pickle protocol is not for our users
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -188,18 +189,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     return obj
 
 
-# torch's legacy (pre-1.6, non-zip) format begins with this number, pickled (torch.serialization.MAGIC_NUMBER)
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+# torch's pre-1.6 (non-zip) format begins with this number, pickled (torch.serialization.MAGIC_NUMBER)
+_PRE16_MAGIC = 0x1950a86a20f9469cfc6c
 
 
-def _is_legacy_torch_file(path: Path) -> bool:
-    """Whether the file starts with the pickled magic number of torch's legacy format; read without unpickling
-    (the opcodes are only listed), so a plain pickle is recognised without running it."""
+def _is_pre16_torch_file(path: Path) -> bool:
+    """Whether the file starts with the pickled magic number of torch's pre-1.6 (non-zip) format; read without
+    unpickling (the opcodes are only listed), so a plain pickle is recognised without running it."""
     try:
         with open(path, "rb") as handle:
             for position, (opcode, arg, _) in enumerate(pickletools.genops(handle)):
                 if opcode.name.startswith(("LONG", "INT")):
-                    return arg == _LEGACY_MAGIC
+                    return arg == _PRE16_MAGIC
                 if position > 2 or opcode.name not in ("PROTO", "FRAME"):
                     return False
     except (ValueError, EOFError, OSError):  # not a pickle stream at all

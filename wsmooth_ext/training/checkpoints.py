@@ -11,18 +11,21 @@ from torch import nn
 from ..inputs.checkpoint import load_training_state, save_checkpoint
 
 
-def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, legacy: dict, device: torch.device,
+def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, device: torch.device,
            metadata: dict | None = None) -> tuple[int, list[dict]]:
     """Load model and optimizer state from ``path``; (epochs done, history). ValueError naming the first of
-    ``fixed`` whose recorded value differs from ``train_args`` (a key the checkpoint predates counts as its
-    ``legacy`` value), the first entry of ``metadata`` (e.g. the dataset) the checkpoint records otherwise,
-    more epochs done than ``train_args["epochs"]``, or when the architecture or the weights do not fit."""
+    ``fixed`` that the checkpoint's ``train_args`` lack or record with a value other than ``train_args``'s, the
+    first entry of ``metadata`` (e.g. the dataset) the checkpoint records otherwise, more epochs done than
+    ``train_args["epochs"]``, or when the architecture or the weights do not fit."""
     state, meta, training_state = load_training_state(path)
     if training_state is None:
         raise ValueError(f"cannot resume from {path}: it holds no training state (not written by train)")
     old = meta.get("train_args") or {}
     for key in fixed:
-        was = old.get(key, legacy.get(key))
+        if key not in old:
+            raise ValueError(f"cannot resume from {path}: its train_args lack {key!r}, a setting a resumed run "
+                             "must keep")
+        was = old[key]
         if was != train_args[key]:
             raise ValueError(f"cannot resume from {path}: {key} was {was!r} there, now "
                              f"{train_args[key]!r} (only epochs may change)")
@@ -47,11 +50,11 @@ def resume(model: nn.Module, opt, path, train_args: dict, fixed: tuple, legacy: 
     return int(training_state["epoch"]), list(training_state["history"])
 
 
-def resume_if_present(model, opt, path, train_args, fixed, legacy, device, metadata=None):
+def resume_if_present(model, opt, path, train_args, fixed, device, metadata=None):
     """:func:`resume` if ``path`` exists, else None (a fresh start)."""
     if not Path(path).exists():
         return None
-    return resume(model, opt, path, train_args, fixed, legacy, device, metadata)
+    return resume(model, opt, path, train_args, fixed, device, metadata)
 
 
 def save_epoch(path, model: nn.Module, opt, metadata: dict | None, noise: str, sigma: float, train_args: dict,

@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from ..infra.distributed import DistContext
-from .compat_methods import METHODS
 from ..core.noises import add_noise
 from . import config as _config
 from .augment import AUGMENT_PAD, augment_batch
@@ -48,7 +47,7 @@ from .registry import choose
 from .seeds import STREAM_SHUFFLE as _STREAM_SHUFFLE  # noqa: F401 - imported from here by tests
 from .seeds import derive_seed
 
-__all__ = ["AUGMENT_PAD", "METHODS", "OPTIMIZERS", "add_noise", "augment_batch", "derive_seed", "evaluate", "train"]
+__all__ = ["AUGMENT_PAD", "OPTIMIZERS", "add_noise", "augment_batch", "derive_seed", "evaluate", "train"]
 
 
 def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor, *, noise: str,

@@ -111,9 +111,9 @@ def _resume(run: Run, log) -> tuple[int, list[dict]]:
     c = run.config
     if not c.resume:
         return 0, []
-    fixed = RESUME_FIXED + tuple(registry.default_record())
-    load = partial(resume_if_present, run.model, run.opt, c.checkpoint_path, run.train_args, fixed,
-                   registry.default_record(), run.device, c.metadata)
+    fixed = RESUME_FIXED + tuple(registry.record(run.method, run.params))  # every method's keys
+    load = partial(resume_if_present, run.model, run.opt, c.checkpoint_path, run.train_args, fixed, run.device,
+                   c.metadata)
     # every rank must continue from the same epoch: a rank that cannot see the checkpoint (no shared file
     # system) or fails to read it stops all of them instead of leaving them waiting
     found = on_every_rank(c.ctx, run.device, load, lambda r: r[0] if r else 0,

@@ -95,13 +95,6 @@ def record(method: TrainingMethod, params) -> dict:
     return {**out, **method.record(params)}
 
 
-def default_record() -> dict:
-    """What a checkpoint written before a setting existed was trained with: the default method with its
-    defaults (noise, one copy, no adversarial training); every later setting None."""
-    method = METHODS[OPTIONS["method"]]
-    return record(method, method.params())
-
-
 def describe_training(train_args: dict | None) -> str | None:
     """One line saying how a checkpoint's model was trained, from its method's ``describe`` (None when the
     method has nothing to add or the checkpoint records no method)."""
