@@ -4,6 +4,7 @@ Each test reproduces a defect found by probing the commands as a hostile user wo
 happened before.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -168,24 +169,48 @@ def test_a_full_disk_gives_one_line_and_leaves_nothing_half_written(tmp_path):
                 + CERTIFY_FAST) == 0  # 2,500 bytes hold fewer than 30 rows: the resume extends the log
 
 
+@contextlib.contextmanager
+def _read_only_folder(folder):
+    """``folder``, unwritable: mode 0o500, and for root (whom modes do not stop) a read-only bind mount of it."""
+    folder.mkdir()
+    os.chmod(folder, 0o500)
+    mounted = False
+    if os.access(folder, os.W_OK):
+        mount = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+        if mount.returncode == 0:
+            mounted = True
+            remount = subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True)
+        if not mounted or remount.returncode != 0:
+            if mounted:
+                subprocess.run(["umount", str(folder)], capture_output=True)
+            pytest.skip(f"cannot make a folder unwritable for uid {os.geteuid()} here (no read-only bind mount)")
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        os.chmod(folder, 0o700)
+
+
 @pytest.mark.parametrize("command", [
     ["certify", "CKPT", "--dataset", "digits", *CERTIFY_FAST, "--out"],
     ["predict", "CKPT", "--dataset", "digits", "--samples", "64", "--out"],
     ["attack", "CKPT", "--dataset", "digits", *ATTACK_FAST, "--out"],
     [*TRAIN, "--out"],
 ], ids=["certify", "predict", "attack", "train"])
-@pytest.mark.parametrize("target", ["/dev/full", "/proc/version", "readonly/x.tsv"])
+@pytest.mark.parametrize("target", ["/dev/full", "/proc/version", "readonly/x.tsv", "a-file/x.tsv"])
 def test_unwritable_outputs_are_one_line_before_any_work(tmp_path, capsys, command, target):
     ckpt = _checkpoint(tmp_path / "m.pt")
-    if target.startswith("readonly"):
-        (tmp_path / "readonly").mkdir()
-        os.chmod(tmp_path / "readonly", 0o500)
-        target = str(tmp_path / target)
-        if os.access(tmp_path / "readonly", os.W_OK):
-            pytest.skip("running as a user who may write anywhere")
-    argv = [ckpt if a == "CKPT" else a for a in command] + [target]
-    assert main(argv) == 2
-    _error_line(capsys)
+    argv = [ckpt if a == "CKPT" else a for a in command]
+    with contextlib.ExitStack() as stack:
+        if target.startswith("readonly"):
+            stack.enter_context(_read_only_folder(tmp_path / "readonly"))
+            target = str(tmp_path / target)
+        elif target.startswith("a-file"):  # a file where a folder is expected: refused for root too
+            (tmp_path / "a-file").write_text("not a folder")
+            target = str(tmp_path / target)
+        assert main(argv + [target]) == 2
+        _error_line(capsys)
 
 
 # ------------------------------------------------------------------------------------------ 7./8./9. validation

@@ -23,7 +23,7 @@ certifies the official test digits (files in --data-dir, or $WSMOOTH_DATA). Writ
                             certified accuracy at --radii, training and certification time in seconds
   certified_accuracy.png    certified accuracy vs radius, one curve per run
   experiment.json           the settings DIR was started with
-The defaults are the full comparison of issue 12 (8 runs; tens of minutes on a 2-core CPU, a few on a GPU).
+The defaults are the full comparison: every method at both sigmas (8 runs; tens of minutes on a 2-core CPU, a few on a GPU).
 --quick is a miniature (4 epochs, 100 held-out digits, n0 100, n 1000: about two minutes on a 2-core CPU);
 options given with --quick override its values.
 
