@@ -31,9 +31,8 @@ def wong_digits_model(seed: int = 0):
     from wsmooth_ext.inputs.data import DATASETS
     from wsmooth_ext.inputs.models import build_model
 
-    torch.manual_seed(seed)
     info = DATASETS["digits"]
-    return build_model("wong_mnist", input_shape=(1, 8, 8), mean=info.mean, std=info.std)
+    return build_model("wong_mnist", input_shape=(1, 8, 8), mean=info.mean, std=info.std, seed=seed)
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +62,9 @@ def _linear_classifier(x, y, lr: float, steps: int):
     """Logistic regression of images x [N, C, H, W] on labels y: full-batch Adam from seed 0, in eval mode."""
     from torch import nn
 
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 10))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 10))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad()
@@ -91,9 +91,8 @@ def trained_digits_checkpoint(tmp_path_factory):
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     x, y = load_dataset("digits", "train")
-    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(60):
         opt.zero_grad()
@@ -103,3 +102,67 @@ def trained_digits_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("trained") / "digits.pt"
     save_checkpoint(path, model.eval(), {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.005})
     return path
+
+
+# ---------------------------------------------------------------------------- global random state, per test
+_SEEDERS = ((torch, "manual_seed"), (torch.random, "manual_seed"))
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_global_seed(monkeypatch):
+    """Fail a test that leaves the global RNGs (torch's CPU generator, numpy's, Python's) seeded by itself or by
+    the code it calls: the tests after it would draw from that seed, so their outcome would depend on which
+    tests ran before. A test that needs a seeded stream uses a ``torch.Generator``, ``build_model(seed=)`` or
+    ``torch.random.fork_rng()``. Whatever a test does, the next one starts from the state this one found."""
+    import random
+
+    import numpy as np
+
+    import contextlib
+
+    seeded, forks = [], [0]  # seeds set outside a fork_rng; fork_rng depth
+    for module, name in _SEEDERS:
+        real = getattr(module, name)
+
+        def recording(*args, _real=real, **kwargs):
+            if not forks[0]:
+                seeded.append("torch.manual_seed")
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recording)
+    real_fork = torch.random.fork_rng
+
+    @contextlib.contextmanager
+    def counted_fork(*args, **kwargs):
+        with real_fork(*args, **kwargs):
+            forks[0] += 1
+            try:
+                yield
+            finally:
+                forks[0] -= 1
+
+    monkeypatch.setattr(torch.random, "fork_rng", counted_fork)
+    real_np_seed, real_py_seed = np.random.seed, random.seed
+    monkeypatch.setattr(np.random, "seed", lambda *a, **k: (seeded.append("numpy.random.seed"), real_np_seed(*a, **k)))
+    monkeypatch.setattr(random, "seed", lambda *a, **k: (seeded.append("random.seed"), real_py_seed(*a, **k)))
+    before = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    yield
+    after = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.random.set_rng_state(before[0])
+    np.random.set_state(before[1])
+    random.setstate(before[2])
+    changed = [name for name, b, a in zip(("torch", "numpy", "random"), before, after)
+               if not (torch.equal(b, a) if name == "torch" else _same_state(b, a))]
+    if seeded and changed:
+        pytest.fail(f"the test left the global RNG of {', '.join(changed)} seeded ({', '.join(sorted(set(seeded)))}): "
+                    "draw from a torch.Generator, build_model(seed=...) or inside torch.random.fork_rng()")
+
+
+def _same_state(a, b) -> bool:
+    import numpy as np
+
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b

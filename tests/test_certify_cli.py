@@ -16,8 +16,7 @@ FAST = ["--n0", "16", "--n", "64", "--batch", "256", "--no-progress"]
 
 
 def _checkpoint(path, noise="flow-laplace", sigma=0.05):
-    torch.manual_seed(0)
-    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, seed=0)
     save_checkpoint(path, model, {"arch": "wong_mnist", "dataset": "digits", "noise": noise, "sigma": sigma})
     return str(path)
 

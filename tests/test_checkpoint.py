@@ -19,16 +19,16 @@ class _Flatten(nn.Module):  # as in the reference code (it predates nn.Flatten)
 
 def _reference_net():
     # Conv, ReLU, Conv, ReLU, Flatten, Linear, ReLU, Linear: parameters at indices 0, 2, 5, 7
-    torch.manual_seed(3)
-    return nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), _Flatten(),
-                         nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
+                             nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), _Flatten(),
+                             nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
 def test_round_trip_with_metadata(tmp_path):
-    torch.manual_seed(0)
     model = build_model("cifar_small", num_classes=5, input_shape=(3, 16, 16), mean=[0.1, 0.2, 0.3],
-                        std=[0.4, 0.5, 0.6])
+                        std=[0.4, 0.5, 0.6], seed=0)
     path = tmp_path / "sub" / "model.pt"
     save_checkpoint(path, model, {"dataset": "cifar10", "noise": "flow-uniform", "sigma": 0.002,
                                   "train_args": {"lr": 0.01, "epochs": 3}})

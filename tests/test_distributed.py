@@ -18,8 +18,7 @@ FAST = ["--batch", "256", "--no-progress", "--dataset", "digits", "--skip", "7",
 
 
 def _checkpoint(path):
-    torch.manual_seed(0)
-    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, seed=0)
     save_checkpoint(path, model, {"arch": "wong_mnist", "dataset": "digits", "noise": "flow-laplace", "sigma": 0.05})
     return str(path)
 
@@ -80,8 +79,7 @@ def test_torchrun_two_processes_equal_single_process(tmp_path, command, extra):
 def test_torchrun_ensemble_equals_single_process(tmp_path):
     # several checkpoints: every rank smooths the same ensemble, and the merged log records both hashes
     first = _checkpoint(tmp_path / "a.pt")
-    torch.manual_seed(1)
-    save_checkpoint(tmp_path / "b.pt", build_model("mnist_cnn4", input_shape=(1, 8, 8)),
+    save_checkpoint(tmp_path / "b.pt", build_model("mnist_cnn4", input_shape=(1, 8, 8), seed=1),
                     {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.05})
     args = ["certify", first, str(tmp_path / "b.pt"), "--n0", "16", "--n", "64"] + FAST
     single, merged = tmp_path / "single.tsv", tmp_path / "merged.tsv"

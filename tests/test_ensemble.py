@@ -23,8 +23,7 @@ def _trained(path, arch, seed, sigma=0.05, noise="flow-laplace", epochs=1):
     """A model of the 8x8 digits trained for a second (different seeds and archs: members that disagree)."""
     (x, y) = load_dataset("digits", "train")
     info = DATASETS["digits"]
-    torch.manual_seed(seed)
-    model = build_model(arch, input_shape=(1, 8, 8), mean=info.mean, std=info.std)
+    model = build_model(arch, input_shape=(1, 8, 8), mean=info.mean, std=info.std, seed=seed)
     train(model, x[:300], y[:300], noise=noise, sigma=sigma, epochs=epochs, lr=0.003, batch_size=32, seed=seed,
           optimizer="adam", progress=False, log=lambda line: None)
     save_checkpoint(path, model, {"dataset": "digits", "noise": noise, "sigma": sigma})
@@ -145,8 +144,7 @@ def test_members_must_agree_on_the_defaults_and_the_data(members, tmp_path, caps
     other_noise = _trained(tmp_path / "d.pt", "wong_mnist", 3, noise="flow-uniform")
     assert main(["predict", members[0], other_noise, "--n", "64", "--out", str(tmp_path / "p.tsv")] + FAST) == 2
     assert f"checkpoint {other_noise} records noise 'flow-uniform'" in capsys.readouterr().err
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "five.pt", build_model("wong_mnist", num_classes=5, input_shape=(1, 8, 8)),
+    save_checkpoint(tmp_path / "five.pt", build_model("wong_mnist", num_classes=5, input_shape=(1, 8, 8), seed=0),
                     {"dataset": "digits", "noise": "flow-laplace", "sigma": 0.05})
     assert main(["certify", members[0], str(tmp_path / "five.pt"), "--out", str(tmp_path / "x.tsv")] + FAST) == 2
     err = capsys.readouterr().err.strip()

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no compiled flow_noise kernel:
 
 
 def _model(shape=(1, 8, 8)):
-    torch.manual_seed(0)
-    return build_model("wong_mnist", input_shape=shape).eval()
+    return build_model("wong_mnist", input_shape=shape, seed=0).eval()
 
 
 def _check_set(model, shape=(1, 8, 8), images=3, samples=200):

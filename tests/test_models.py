@@ -51,8 +51,7 @@ def test_cifar_small_runs_and_is_small():
 def test_normalization_inside_the_model(arch):
     shape = (3, 16, 16)
     mean, std = [0.2, 0.4, 0.6], [0.5, 0.25, 2.0]
-    torch.manual_seed(0)
-    normalized = build_model(arch, input_shape=shape, mean=mean, std=std).eval()
+    normalized = build_model(arch, input_shape=shape, mean=mean, std=std, seed=0).eval()
     plain = build_model(arch, input_shape=shape).eval()
     plain.load_state_dict({k: v for k, v in normalized.state_dict().items() if not k.startswith("normalize.")},
                           strict=False)
@@ -101,8 +100,7 @@ def test_mnist_cnn4_learns_digits_under_flow_noise(digits, one_thread):
 
     (x, y), (xt, yt) = digits
     info = DATASETS["digits"]
-    torch.manual_seed(0)
-    model = build_model("mnist_cnn4", input_shape=(1, 8, 8), mean=info.mean, std=info.std)
+    model = build_model("mnist_cnn4", input_shape=(1, 8, 8), mean=info.mean, std=info.std, seed=0)
     before = evaluate(model, xt, yt)
     history = train(model, x[:400], y[:400], noise="flow-laplace", sigma=0.01, epochs=3, lr=0.003, batch_size=32,
                     seed=0, optimizer="adam", progress=False, log=lambda line: None)
@@ -114,9 +112,8 @@ def test_mnist_cnn4_learns_digits_under_flow_noise(digits, one_thread):
 def test_ensemble_is_the_log_of_the_mean_softmax():
     from wsmooth_ext.inputs.models import Ensemble
 
-    torch.manual_seed(1)
-    members = [build_model(arch, num_classes=5, input_shape=(1, 8, 8)).eval()
-               for arch in ("wong_mnist", "mnist_cnn4", "wong_mnist")]
+    members = [build_model(arch, num_classes=5, input_shape=(1, 8, 8), seed=1 + i).eval()
+               for i, arch in enumerate(("wong_mnist", "mnist_cnn4", "wong_mnist"))]
     x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
     ensemble = Ensemble(members).double()
     out = ensemble(x)

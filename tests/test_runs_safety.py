@@ -30,8 +30,7 @@ TRAIN = ["train", "--dataset", "digits", "--optimizer", "adam", "--lr", "0.01", 
 
 
 def _checkpoint(path, seed=0):
-    torch.manual_seed(seed)
-    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, seed=seed)
     save_checkpoint(path, model, {"arch": "wong_mnist", "dataset": "digits", "noise": "flow-laplace", "sigma": 0.05})
     return str(path)
 

@@ -134,10 +134,10 @@ def test_batch_smaller_than_world_is_refused(monkeypatch, capsys, tmp_path):
 
 
 def _initial_model():
-    torch.manual_seed(0)  # as `wsmooth train --seed 0` builds it
     from wsmooth_ext.inputs.data import DATASETS
     info = DATASETS["digits"]
-    return build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, mean=info.mean, std=info.std)
+    # as `wsmooth train --seed 0` builds it
+    return build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, mean=info.mean, std=info.std, seed=0)
 
 
 def _initial_state():

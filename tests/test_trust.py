@@ -26,8 +26,7 @@ ATTACK_FAST = ["--max-iter", "4", "--eps0", "0.05", "--eps-factor", "1.5", "--ep
 
 
 def _checkpoint(path, seed=0, poison=None):
-    torch.manual_seed(seed)
-    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10)
+    model = build_model("wong_mnist", input_shape=(1, 8, 8), num_classes=10, seed=seed)
     if poison is not None:
         with torch.no_grad():
             model.net[0].weight[0, 0, 0, 0] = poison
@@ -57,10 +56,11 @@ def test_certify_refuses_an_image_without_mass():
 @pytest.mark.parametrize("smoothed", [False, True])
 def test_attacks_refuse_float_or_out_of_range_labels(labels, message, smoothed):
     # before: float labels were cast to int and labels outside the classes were attacked (or counted as fooled)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        x = torch.rand(2, 1, 4, 4)
     target = Smooth(model, 3, 0.1) if smoothed else model
-    x = torch.rand(2, 1, 4, 4)
     for attack in (WassersteinPGD(target, max_iter=1, sinkhorn_iter=5, kernel_size=3, n_test=100),
                    FrankWolfeAttack(target, max_iter=1, kernel_size=3, n_test=100), FlowAttack(target, max_iter=1)):
         with pytest.raises(ValueError, match=message):
@@ -554,9 +554,10 @@ def test_smoothed_attack_is_the_same_resumed_or_rebatched(tmp_path, trained_chec
 
 
 def test_soft_forward_with_a_step_is_a_pure_function_of_seed_key_and_step():
-    torch.manual_seed(0)
-    smooth = Smooth(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), 3, 0.2, seed=5)
-    x = torch.rand(3, 1, 4, 4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        smooth = Smooth(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)), 3, 0.2, seed=5)
+        x = torch.rand(3, 1, 4, 4)
     keys = torch.tensor([7, 8, 9])
     first = smooth.soft_forward(x, 16, keys=keys, step=4)
     smooth.soft_forward(x, 16, keys=keys)  # other calls in between change nothing
@@ -577,8 +578,8 @@ def _projection_case():
     from wsmooth_ext.inputs.data import load_dataset
 
     x = load_dataset("digits", "test")[0][:6].double()
-    torch.manual_seed(0)
-    candidate = (x + 0.5 * torch.randn_like(x).sign()).clamp(0, 1.5)  # well outside [0, 1] in places
+    signs = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype).sign()
+    candidate = (x + 0.5 * signs).clamp(0, 1.5)  # well outside [0, 1] in places
     return x, candidate
 
 

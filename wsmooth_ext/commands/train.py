@@ -130,7 +130,6 @@ def _check_arguments(args) -> None:
 
 
 def _train(args, info, arch, ctx, device) -> int:
-    import torch
 
     from ..inputs.data import load_dataset
     from ..infra.distributed import barrier, init_process_group, shutdown
@@ -143,9 +142,8 @@ def _train(args, info, arch, ctx, device) -> int:
     if args.train_size is not None:
         train_x, train_y = train_x[:args.train_size], train_y[:args.train_size]
     augment = args.augment if args.augment is not None else args.dataset == "cifar10"
-    torch.manual_seed(args.seed)  # the initial weights (the same on every rank)
     model = build_model(arch, num_classes=info.num_classes, input_shape=tuple(train_x.shape[1:]),
-                        mean=info.mean, std=info.std).to(device)
+                        mean=info.mean, std=info.std, seed=args.seed).to(device)  # the same weights on every rank
     if ctx.is_main:
         processes = f" x {ctx.world_size} processes" if ctx.enabled else ""
         how = (f"{args.adversarial} adversarial examples" if args.adversarial != "none"

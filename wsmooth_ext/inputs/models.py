@@ -224,15 +224,25 @@ class Ensemble(nn.Module):
 
 
 def build_model(arch: str, num_classes: int = 10, input_shape: Sequence[int] = (1, 28, 28),
-                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Module:
-    """A freshly initialized model (uses torch's global RNG: seed it for reproducible weights).
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                seed: int | None = None) -> nn.Module:
+    """A freshly initialized model.
 
     Args:
         arch: one of ``ARCHS`` ("wong_mnist", "resnet18", "cifar_small", "mnist_cnn4").
         num_classes: number of output logits (>= 2).
         input_shape: (C, H, W) of the [0, 1] images the model takes.
         mean, std: per-channel normalization applied inside the model (default 0 and 1: none).
+        seed: the initial weights are those torch draws after ``torch.manual_seed(seed)`` — drawn in a fork of
+            the global RNG, which is left as it was; None: drawn from (and advancing) the global RNG.
     """
+    if seed is not None:
+        from ..infra.options import SEED
+
+        SEED.check(seed, "seed")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(arch, num_classes, input_shape, mean, std)
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
