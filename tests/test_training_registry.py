@@ -1,6 +1,6 @@
 """The training package (issue 17): a method is its module plus one registry line (shown by registering one
-here, without touching any other file), checkpoints written before the package still resume, and the loop
-stays generic and small."""
+here, without touching any other file), checkpoints written before the package train alike (and, predating the
+learning-rate schedules, are refused by --resume), and the loop stays generic and small."""
 
 import ast
 import shutil
@@ -135,32 +135,31 @@ OLD_BASE = ["train", "--dataset", "digits", "--arch", "wong_mnist", "--train-siz
 
 
 @pytest.mark.parametrize("name", sorted(OLD))
-def test_checkpoints_written_before_the_package_resume(name, tmp_path, capsys):
+def test_checkpoints_written_before_the_schedules_are_refused_and_train_alike(name, tmp_path, capsys):
+    """They predate the learning-rate schedules (issue 28): --resume refuses them in one line naming the missing
+    key and leaves them as they were; a fresh run of today's code with their settings trains their first epoch
+    as the code that wrote them did, and records the same train_args plus the schedule's defaults."""
+    from wsmooth_ext.training import options, schedules
+
     path = tmp_path / "old.pt"
     shutil.copy(DATA / f"{name}.pt", path)
-    _, old_meta, old_state = load_training_state(path)
-    assert main(OLD_BASE + OLD[name] + ["--epochs", "2", "--resume", "--out", str(path)]) == 0
-    assert "resuming from" in capsys.readouterr().out
-    _, meta, state = load_training_state(path)
-    # the same train_args, key for key (only epochs changed): the format is unchanged
-    assert {**old_meta["train_args"], "epochs": 2} == meta["train_args"]
-    assert list(meta["train_args"]) == list(old_meta["train_args"])
-    assert state["epoch"] == 2 and state["history"][0] == old_state["history"][0]
-    # and the resumed weights are those of an uninterrupted run of today's code (bit for bit on the CPU that
-    # wrote the file; the tolerance allows another CPU's float rounding in the stored first epoch)
+    old_state, old_meta, _ = load_training_state(path)
+    assert main(OLD_BASE + OLD[name] + ["--epochs", "2", "--resume", "--out", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "it records no lr_schedule (it was written before learning-rate schedules" in err[0], err
+    assert path.read_bytes() == (DATA / f"{name}.pt").read_bytes()
     fresh = tmp_path / "fresh.pt"
-    assert main(OLD_BASE + OLD[name] + ["--epochs", "2", "--out", str(fresh)]) == 0
-    resumed, full = load_training_state(path)[0], load_training_state(fresh)[0]
-    for key in full:
-        torch.testing.assert_close(resumed[key], full[key], rtol=1e-4, atol=1e-5, msg=key)
-
-
-def test_old_checkpoint_with_changed_settings_is_refused(tmp_path, capsys):
-    path = tmp_path / "old.pt"
-    shutil.copy(DATA / "consistency.pt", path)
-    changed = [("3" if a == "2" else a) for a in OLD["consistency"]]
-    assert main(OLD_BASE + changed + ["--epochs", "2", "--resume", "--out", str(path)]) == 2
-    assert "consistency_lambda was 2.0 there, now 3.0" in capsys.readouterr().err
+    assert main(OLD_BASE + OLD[name] + ["--epochs", "1", "--out", str(fresh)]) == 0
+    state, meta, _ = load_training_state(fresh)
+    # the same train_args, key for key, with the schedule's keys (at their defaults) after augment
+    old_args = list(old_meta["train_args"].items())
+    after = [k for k, _ in old_args].index("augment") + 1
+    defaults = [(o.name, o.default) for o in options.SCHEDULE]
+    assert list(meta["train_args"].items()) == old_args[:after] + defaults + old_args[after:]
+    assert tuple(k for k, _ in defaults) == schedules.KEYS
+    # bit for bit on the CPU that wrote the file; the tolerance allows another CPU's float rounding
+    for key in old_state:
+        torch.testing.assert_close(state[key], old_state[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_old_checkpoint_lacking_a_setting_is_refused_in_one_line(tmp_path, capsys):

@@ -19,7 +19,23 @@ Datasets: mnist5k (embedded, offline: 4,000 train / 1,000 test MNIST digits), di
 mnist and cifar10 from --data-dir in torchvision's layout (MNIST/raw/*-idx?-ubyte[.gz],
 cifar-10-batches-py/*); --download fetches them when torchvision is installed.
 A checkpoint is written after every epoch; --resume continues an interrupted run from it (same settings;
---epochs may be raised to extend a finished run).
+--epochs may be raised to extend a finished run, except under --lr-schedule cosine or one-cycle: their
+learning rate at every step depends on the total epochs, so the epochs done were trained under the shorter
+run's schedule and the extended run would equal no uninterrupted one; constant and step extend freely).
+
+Learning-rate schedules (--lr-schedule; step k = e*B + b of N = T*B, B batches per epoch, T epochs; set before
+every step as a pure function of the step, so --resume equals an uninterrupted run):
+  constant   lr (the default: as before schedules existed)
+  step       lr * gamma^floor(e / S)                  per epoch (--lr-gamma gamma, --lr-step S)
+  cosine     lr * (1 + cos(pi k / N)) / 2             per batch, from lr to 0 over the run
+  one-cycle  linear from lr/D to lr over --lr-warmup W epochs, then lr * (1 + cos(pi (k - w) / (N - w))) / 2
+             (w = W*B; Smith & Topin's one-cycle, torch's OneCycleLR with a linear rise and final lr 0)
+--lr-warmup W > 0 with the other schedules multiplies them by a linear ramp from 1/D to 1 over the first W
+epochs, per batch (D = --lr-div). --sigma-warmup K trains epoch e (0-based) with sigma * (s + (1 - s) e / K)
+for e < K (s = --sigma-warmup-start), then with --sigma: the same noise draws, scaled; the test accuracy
+under noise after every epoch uses --sigma. Every one of these is recorded in the checkpoint and fixed for
+--resume.
+  wsmooth train --lr 0.01 --lr-schedule one-cycle --lr-warmup 3 --sigma-warmup 5 --epochs 30 --out model.pt
 
 Under torchrun (one process per GPU, or several CPU processes) training is data-parallel with
 DistributedDataParallel: every batch of --batch images is split across the processes and their gradients
@@ -57,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..inputs.data import DATASETS
     from ..inputs.models import ARCHS
     from ..core.noises import TRAINING_NOISES, help_text
-    from ..training.options import BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, SEED, TRAIN_SIZE, WEIGHT_DECAY
+    from ..training.options import (BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, SCHEDULE, SEED, TRAIN_SIZE,
+                                    WEIGHT_DECAY)
 
     parser.epilog = EPILOG
     parser.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS), help="dataset (default mnist5k)")
@@ -75,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     MOMENTUM.add_to(parser)
     WEIGHT_DECAY.add_to(parser)
     OPTIMIZER.add_to(parser)
+    for option in SCHEDULE:  # --lr-schedule ... --sigma-warmup-start
+        option.add_to(parser)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random 4-pixel crops + horizontal flips, as the paper does for CIFAR-10 "
                         "(default: on for cifar10, off otherwise)")
@@ -115,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
 def _check_arguments(args) -> None:
     from ..core import noises
     from ..cli import UserError
-    from ..infra.options import check_options
+    from ..infra.options import check_options, flag
+    from ..training import schedules
     from ..runs.logfile import check_new_output
     from ._training_options import check_method_options
 
@@ -124,6 +144,10 @@ def _check_arguments(args) -> None:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     check_method_options(args)  # also resolves --noise's default: the method's
+    try:
+        schedules.check(args, args.noise, flag)  # what the ranges cannot say (one-cycle needs --lr-warmup, ...)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     noises.check_sigma(args.sigma, "--sigma")  # also with --noise none: a wrong value is a wrong command
     # an existing checkpoint is continued only with --resume, never silently replaced
     check_new_output(args.out, args.resume)
@@ -136,6 +160,7 @@ def _train(args, info, arch, ctx, device) -> int:
     from ..inputs.models import build_model
     from ..training.keywords import train
     from ._training_options import method_kwargs
+    from ..training.options import SCHEDULE
 
     train_x, train_y = load_dataset(args.dataset, "train", args.data_dir, args.download)
     test_x, test_y = load_dataset(args.dataset, "test", args.data_dir, False)
@@ -145,11 +170,12 @@ def _train(args, info, arch, ctx, device) -> int:
     model = build_model(arch, num_classes=info.num_classes, input_shape=tuple(train_x.shape[1:]),
                         mean=info.mean, std=info.std, seed=args.seed).to(device)  # the same weights on every rank
     if ctx.is_main:
+        schedule = f" ({args.lr_schedule} schedule)" if args.lr_schedule != "constant" else ""
         processes = f" x {ctx.world_size} processes" if ctx.enabled else ""
         how = (f"{args.adversarial} adversarial examples" if args.adversarial != "none"
                else "no noise" if args.noise == "none" else f"{args.noise} noise, sigma {args.sigma:g}")
         print(f"training {arch} on {args.dataset} ({len(train_x)} train / {len(test_x)} test images) with "
-              f"{how}, {args.optimizer} lr {args.lr:g}, batch {args.batch}, "
+              f"{how}, {args.optimizer} lr {args.lr:g}{schedule}, batch {args.batch}, "
               f"{args.epochs} epochs{', augmented' if augment else ''}, method {args.method}, on {device}{processes}", flush=True)
     init_process_group(ctx, device)  # gloo on CPU, NCCL on GPU; no-op for a single process
     try:
@@ -158,7 +184,8 @@ def _train(args, info, arch, ctx, device) -> int:
                         weight_decay=args.weight_decay, test_images=test_x, test_labels=test_y,
                         checkpoint_path=args.out, resume=args.resume, progress=not args.no_progress,
                         optimizer=args.optimizer, augment=augment, metadata={"dataset": args.dataset},
-                        dist_ctx=ctx if ctx.enabled else None, **method_kwargs(args))
+                        dist_ctx=ctx if ctx.enabled else None, **{o.name: getattr(args, o.name) for o in SCHEDULE},
+                        **method_kwargs(args))
         # leave the group together: without this barrier a rank that tore gloo down while rank 0 was still
         # finishing its epoch (log line, checkpoint) was seen to abort at exit ("terminate called without
         # an active exception") in about 1 run in 6 on torch 2.13 CPU; with it, about 1 in 80

@@ -33,11 +33,15 @@ def settings_class(name: str, options) -> type:
 
 
 def check_settings(options, settings, cls: type):
-    """``settings`` with every value checked and normalized by its option, in order (ValueError naming it)."""
+    """``settings`` with every value checked and normalized by its option, in order (ValueError naming it);
+    with the training block, its schedule across options too (:func:`check_schedule`)."""
     if not isinstance(settings, cls):
         raise ValueError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
     values = {o.name: o.check(getattr(settings, o.name)) for o in options}
-    return dataclasses.replace(settings, **values)
+    settings = dataclasses.replace(settings, **values)
+    if set(SCHEDULE_KEYS) <= set(values):
+        check_schedule(settings)
+    return settings
 
 
 # --- checks in the (name, value) form options take -----------------------------------------------------------
@@ -79,7 +83,12 @@ TRAINING = (  # what every model trained here shares (steps.Train reads them): t
     training.MOMENTUM.but(help="SGD momentum, unused by adam", group=T),
     training.WEIGHT_DECAY.but(group=T),
     SEED,
+    # the learning-rate schedule (every model) and the sigma warm-up (the models trained under noise)
+    *(o.but(group=T) for o in training.SCHEDULE[:-2]),
+    training.SIGMA_WARMUP.but(help=f"{training.SIGMA_WARMUP.help}, for the models trained under noise", group=T),
+    training.SIGMA_WARMUP_START.but(group=T),
 )
+SCHEDULE_KEYS = tuple(o.name for o in training.SCHEDULE)  # steps.Train passes them to train()
 
 def arch_option() -> Option:
     """The architecture an experiment trains (``inputs.models.ARCHS``), where the experiment lets one choose."""
@@ -173,4 +182,28 @@ ATTACK_SCHEDULE = (  # the paper's MNIST schedule: eps 0.3, x1.1 every 10 iterat
 def training_recipe(s) -> str:
     """The training block's settings in words, as the reports state them."""
     optimizer = f"{s.optimizer} lr {s.lr:g}" + (f" momentum {s.momentum:g}" if s.optimizer == "sgd" else "")
-    return f"{s.epochs} epochs, {optimizer}, weight decay {s.weight_decay:g}, batch {s.batch}, seed {s.seed}"
+    return (f"{s.epochs} epochs, {optimizer}{schedule_words(s)}, weight decay {s.weight_decay:g}, batch {s.batch}, "
+            f"seed {s.seed}")
+
+
+def schedule_words(s) -> str:
+    """', cosine schedule, 2-epoch warm-up from lr/25, sigma warm-up from 0.1 sigma over 3 epochs' (the parts
+    that differ from training at a constant lr and sigma; '' when none does)."""
+    words = []
+    if s.lr_schedule == "step":
+        words.append(f"step schedule x{s.lr_gamma:g} every {s.lr_step} epochs")
+    elif s.lr_schedule != "constant":
+        words.append(f"{s.lr_schedule} schedule")
+    if s.lr_warmup > 0:
+        words.append(f"{s.lr_warmup:g}-epoch warm-up from lr/{s.lr_div:g}")
+    if s.sigma_warmup > 0:
+        words.append(f"sigma warm-up from {s.sigma_warmup_start:g} sigma over {s.sigma_warmup} epochs")
+    return "".join(", " + w for w in words)
+
+
+def check_schedule(s) -> None:
+    """The training block's schedule, across its options (``--lr-schedule one-cycle`` needs ``--lr-warmup``,
+    warm-ups shorter than ``--epochs``): ValueError naming the options, before any work."""
+    from ..training import schedules
+
+    schedules.check(s, None, shared.flag)

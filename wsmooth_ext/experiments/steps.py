@@ -81,8 +81,9 @@ def trained_epochs(path: Path) -> int:
 @dataclass(frozen=True)
 class Train:
     """A model trained here exactly as ``wsmooth train`` would (the same initial weights, call and checkpoint
-    ``NAME.pt``): the experiment's training settings (:data:`~.options.TRAINING`) plus ``kwargs`` for
-    :func:`wsmooth_ext.training.keywords.train` (noise, sigma, method, adversarial training ...)."""
+    ``NAME.pt``): the experiment's training settings (:data:`~.options.TRAINING`; the sigma warm-up only for a
+    model trained under noise) plus ``kwargs`` for :func:`wsmooth_ext.training.keywords.train` (noise, sigma,
+    method, adversarial training ...)."""
 
     name: str  # the checkpoint is NAME.pt
     label: str  # how progress lines name the run
@@ -94,6 +95,8 @@ class Train:
 
         from ..training import keywords as training  # looked up on every call: tests interrupt it
         from ..inputs.models import build_model
+        from ..training.options import SIGMA_WARMUP_START
+        from .options import SCHEDULE_KEYS
 
         s, data = ctx.settings, ctx.data
         ckpt = ctx.out / f"{self.name}.pt"
@@ -106,6 +109,9 @@ class Train:
             ctx.log(f"{tag} {self.label}: training {s.epochs} epochs" + (f" ({self.how})" if self.how else "")
                     + (f" from epoch {done}" if done else ""))
         train_x, train_y = data.train
+        schedule = {key: getattr(s, key) for key in SCHEDULE_KEYS}
+        if self.kwargs.get("noise", "none") == "none":  # the sigma warm-up is for the models trained under noise
+            schedule.update(sigma_warmup=0, sigma_warmup_start=SIGMA_WARMUP_START.default)
         torch.manual_seed(s.seed)
         net = build_model(ctx.arch, num_classes=data.info.num_classes, input_shape=tuple(train_x.shape[1:]),
                           mean=data.info.mean, std=data.info.std).to(ctx.device)
@@ -113,7 +119,8 @@ class Train:
             net, train_x, train_y, epochs=s.epochs, lr=s.lr, batch_size=s.batch, seed=s.seed, momentum=s.momentum,
             weight_decay=s.weight_decay, test_images=data.test_x, test_labels=data.test_y, checkpoint_path=ckpt,
             resume=True, progress=ctx.progress, optimizer=s.optimizer, augment=False,
-            metadata={"dataset": s.dataset}, log=(lambda line: None) if done == s.epochs else ctx.log, **self.kwargs)
+            metadata={"dataset": s.dataset}, log=(lambda line: None) if done == s.epochs else ctx.log, **schedule,
+            **self.kwargs)
         accuracy = history[-1].get("test_clean_acc") if history else None
         return Model(self.name, ckpt, False, self.how or "", *_eval_ready(net, ckpt, ctx),
                      test_accuracy=None if accuracy is None else 100.0 * accuracy,

@@ -14,10 +14,12 @@ from ..core import noises
 from ..infra.distributed import DistContext
 from .method import TrainingMethod
 
-from .options import BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, OPTIMIZERS, SEED, WEIGHT_DECAY  # noqa: F401
-# train_args a resumed run must keep (epochs may change: that is how a run is extended; world_size may too)
+from . import schedules
+from .options import BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, OPTIMIZERS, SCHEDULE, SEED, WEIGHT_DECAY  # noqa: F401
+# train_args a resumed run must keep (epochs may change: that is how a run is extended, except under the
+# schedules whose shape depends on it, see schedules.check_resume; world_size may change too)
 RESUME_FIXED = ("noise", "sigma", "lr", "batch_size", "seed", "momentum", "weight_decay", "optimizer",
-                "train_size", "augment")
+                "train_size", "augment") + schedules.KEYS
 
 
 @dataclass
@@ -34,6 +36,13 @@ class TrainConfig:
     weight_decay: float = 5e-4
     optimizer: str = "sgd"
     augment: bool = False
+    lr_schedule: str = "constant"  # the learning-rate schedule and the sigma warm-up: training/schedules.py
+    lr_warmup: float = 0.0
+    lr_div: float = 25.0
+    lr_step: int = 30
+    lr_gamma: float = 0.1
+    sigma_warmup: int = 0
+    sigma_warmup_start: float = 0.1
     test_images: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     checkpoint_path: str | Path | None = None
@@ -51,12 +60,23 @@ class TrainConfig:
     def noise_sigma(self) -> float:
         return float(self.sigma) if self.noise != noises.NONE else 0.0
 
+    def lr_at(self, epoch: int, batch: int, batches: int) -> float:
+        """The learning rate of 0-based ``batch`` (of ``batches``) in 0-based ``epoch``."""
+        return schedules.learning_rate(self.lr, self.lr_schedule, epoch, batch, batches, self.epochs,
+                                       warmup=self.lr_warmup, div=self.lr_div, step=self.lr_step, gamma=self.lr_gamma)
+
+    def sigma_at(self, epoch: int) -> float:
+        """The training noise's sigma in 0-based ``epoch`` (:attr:`noise_sigma` after the warm-up)."""
+        return schedules.epoch_sigma(self.noise_sigma, self.sigma_warmup, self.sigma_warmup_start, epoch)
+
     def record(self, train_size: int) -> dict:
         """The run's part of the checkpoint's ``train_args``."""
         return {"noise": self.noise, "sigma": self.noise_sigma, "epochs": self.epochs, "lr": float(self.lr),
                 "batch_size": self.batch_size, "seed": self.seed, "momentum": float(self.momentum),
                 "weight_decay": float(self.weight_decay), "optimizer": self.optimizer, "train_size": train_size,
-                "augment": bool(self.augment),
+                "augment": bool(self.augment), "lr_schedule": self.lr_schedule, "lr_warmup": float(self.lr_warmup),
+                "lr_div": float(self.lr_div), "lr_step": self.lr_step, "lr_gamma": float(self.lr_gamma),
+                "sigma_warmup": self.sigma_warmup, "sigma_warmup_start": float(self.sigma_warmup_start),
                 # recorded, not fixed: a run may be resumed with another number of processes
                 "world_size": self.ctx.world_size}
 
@@ -93,6 +113,9 @@ def check_numbers(c: TrainConfig, images: torch.Tensor) -> None:
     for option, field in ((EPOCHS, "epochs"), (BATCH, "batch_size"), (SEED, "seed"), (LR, "lr"),
                           (MOMENTUM, "momentum"), (WEIGHT_DECAY, "weight_decay"), (OPTIMIZER, "optimizer")):
         setattr(c, field, option.check(getattr(c, field), field))
+    for option in SCHEDULE:  # keyword = field = option name
+        setattr(c, option.name, option.check(getattr(c, option.name), option.name))
+    schedules.check(c, c.noise)
     if (c.test_images is None) != (c.test_labels is None):
         raise ValueError("give both test_images and test_labels, or neither")
     if c.test_images is not None and (c.test_images.shape[1:] != images.shape[1:]

@@ -25,6 +25,16 @@ at radius ε, ε growing geometrically from ``adv_eps``/10 to ``adv_eps`` (0.1, 
 over ``adv_eps_warmup`` (10) epochs; loss (1 − w)·CE(x') + w·CE(x), w = ``adv_clean_weight`` (0). These
 settings, too, are fixed for a resumed run; history rows then also hold ``adv_eps``, the epoch's radius,
 and train_noisy_acc is the accuracy on the adversarial examples.
+
+``lr_schedule`` (:mod:`wsmooth_ext.training.schedules` has the formulas): "constant" (the default, ``lr`` at
+every step, as before schedules existed), "step" (×``lr_gamma`` every ``lr_step`` epochs), "cosine" (from
+``lr`` to 0 over the run, per batch) or "one-cycle" (linear from lr/``lr_div`` to ``lr`` over ``lr_warmup``
+epochs, then a cosine to 0); ``lr_warmup`` > 0 with the others: a linear warm-up from lr/``lr_div`` over that
+many epochs (fractions allowed). ``sigma_warmup`` K > 0: the training noise's σ rises linearly from
+``sigma_warmup_start``·σ in the first epoch to σ in epoch K + 1 (the same draws, scaled); the test accuracy
+under noise uses σ. All are fixed for a resumed run, and under cosine and one-cycle so is ``epochs`` (their
+shape depends on it: a finished run cannot be extended). History rows then also hold ``lr`` (that of the
+epoch's first step) where the learning rate moves and ``sigma`` (the epoch's) with a sigma warm-up.
 """
 
 from __future__ import annotations
@@ -57,6 +67,8 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
           resume: bool = False, progress: bool = True, optimizer: str = "sgd", augment: bool = False,
           metadata: dict | None = None, log: Callable[[str], None] | None = None,
           dist_ctx: DistContext | None = None, method: str = "noise", adversarial: str = "none",
+          lr_schedule: str = "constant", lr_warmup: float = 0.0, lr_div: float = 25.0, lr_step: int = 30,
+          lr_gamma: float = 0.1, sigma_warmup: int = 0, sigma_warmup_start: float = 0.1,
           **hyper_parameters) -> list[dict]:
     """Train ``model`` in place under ``noise`` of std ``sigma``; return the per-epoch history.
 
@@ -72,6 +84,8 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     seconds.
 
     ``method`` and ``adversarial`` with their hyper-parameters: see the module docstring.
+    ``lr_schedule``, ``lr_warmup``, ``lr_div``, ``lr_step``, ``lr_gamma``, ``sigma_warmup`` and
+    ``sigma_warmup_start``: the learning-rate schedule and the sigma warm-up, see the module docstring.
 
     ``hyper_parameters``: those of the chosen method (``num_noise=4``, ``consistency_lambda=3``, ...), as its
     dataclass in :data:`wsmooth_ext.training.METHODS` declares them, with defaults and ranges (None: the
@@ -88,6 +102,8 @@ def train(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tens
     chosen, params = choose({"method": method, "adversarial": adversarial}, hyper_parameters, noise)
     config = TrainConfig(noise=noise, sigma=sigma, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                          momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, augment=augment,
+                         lr_schedule=lr_schedule, lr_warmup=lr_warmup, lr_div=lr_div, lr_step=lr_step,
+                         lr_gamma=lr_gamma, sigma_warmup=sigma_warmup, sigma_warmup_start=sigma_warmup_start,
                          test_images=test_images, test_labels=test_labels, checkpoint_path=checkpoint_path,
                          resume=resume, progress=progress, metadata=metadata, log=log, dist_ctx=dist_ctx)
     _config.check_data(model, train_images, train_labels)

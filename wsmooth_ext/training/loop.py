@@ -4,7 +4,9 @@ Every example of every batch gets its own fresh noise draw. Image i of the train
 index) in epoch e uses sample indices e·m .. e·m + m − 1 (m = the method's copies per example) of a seed
 derived from ``seed``, so the noise — like the batch order and the augmentation, drawn from generators seeded
 by (seed, epoch) — is a pure function of (seed, epoch, index): a resumed run equals an uninterrupted one,
-since model and optimizer state are checkpointed after every epoch and nothing else is carried over.
+since model and optimizer state are checkpointed after every epoch and nothing else is carried over. The
+learning rate of every step and the sigma of every epoch are pure functions of (epoch, batch, settings) too
+(:mod:`.schedules`): the loop sets them before every step instead of keeping a scheduler's state.
 
 Under torchrun (world size K > 1) the model is wrapped in DistributedDataParallel and every global batch — the
 same examples, in the same order, as in one process — is split by position: rank r takes positions r, r+K, ...
@@ -29,7 +31,7 @@ from torch import nn
 
 from ..core import noises
 from ..infra.progress import progress_bar
-from . import registry
+from . import registry, schedules
 from .augment import AUGMENT_PAD, apply_augmentation, draw_augmentation
 from .checkpoints import resume_if_present, save_epoch
 from .config import RESUME_FIXED, TrainConfig
@@ -82,15 +84,17 @@ def train_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
     # DDP broadcasts rank 0's weights at construction (equal anyway: same seed, same checkpoint) and averages
     # gradients in backward; evaluation and checkpoints use the bare model
     run.net = wrap_ddp(model, device) if ctx.enabled else model
+    batches = math.ceil(len(images) / config.batch_size)  # global batches per epoch, the same every epoch
     if start_epoch < config.epochs:
-        for line in method.start_lines(params, config.epochs):
+        for line in method.start_lines(params, config.epochs) + schedules.describe(config, batches):
             log(line)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         loss_sum, correct = _train_epoch(run, epoch)
         n = len(images)
         row = {"epoch": epoch + 1, "loss": loss_sum / n, "train_noisy_acc": correct / n, "test_clean_acc": None,
-               "test_noisy_acc": None, **method.epoch_info(params, epoch)}
+               "test_noisy_acc": None, **method.epoch_info(params, epoch),
+               **schedules.history(config, epoch, batches)}
         row.update(_test_accuracies(run))
         row["seconds"] = time.perf_counter() - started
         history.append(row)
@@ -116,13 +120,20 @@ def _resume(run: Run, log) -> tuple[int, list[dict]]:
                    c.metadata)
     # every rank must continue from the same epoch: a rank that cannot see the checkpoint (no shared file
     # system) or fails to read it stops all of them instead of leaving them waiting
-    found = on_every_rank(c.ctx, run.device, load, lambda r: r[0] if r else 0,
+    found = on_every_rank(c.ctx, run.device, partial(_schedule_checked, run, load), lambda r: r[0] if r else 0,
                           f"the processes found different checkpoints at {c.checkpoint_path} "
                           "(is it on a file system all nodes share?)")
     if found is None:
         return 0, []
     log(f"resuming from {c.checkpoint_path} after epoch {found[0]}")
     return found
+
+
+def _schedule_checked(run: Run, load):
+    """``load()`` after the schedules' own refusals (:func:`.schedules.check_resume`: a checkpoint that predates
+    them, another ``epochs`` under cosine or one-cycle), so that they come before any weights are loaded."""
+    schedules.check_resume(run.config.checkpoint_path, run.train_args)
+    return load()
 
 
 def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
@@ -134,7 +145,7 @@ def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
     augment_rng = torch.Generator().manual_seed(derive_seed(c.seed, STREAM_AUGMENT, epoch))
     batches = progress_bar(range(0, n, c.batch_size), total=(n + c.batch_size - 1) // c.batch_size,
                            desc=f"epoch {epoch + 1}/{c.epochs}", enabled=c.progress, unit="batch")
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, sigma = 0.0, 0, c.sigma_at(epoch)
     for start in batches:
         batch = order[start:start + c.batch_size]  # the global batch, as in a single process
         mine = slice(ctx.rank, None, ctx.world_size)  # this rank's positions in it (all of it if K = 1)
@@ -142,8 +153,11 @@ def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
         if c.augment:
             shifts, flips = draw_augmentation(len(batch), augment_rng, AUGMENT_PAD)
             x = apply_augmentation(x, shifts[mine], flips[mine], AUGMENT_PAD)
-        where = f"epoch {epoch + 1} (batch {start // c.batch_size + 1} of {len(batches)})"
-        batch_loss, batch_correct = _step(run, _make_batch(run, x, batch[mine], epoch), len(batch), where)
+        index = start // c.batch_size
+        where = f"epoch {epoch + 1} (batch {index + 1} of {len(batches)})"
+        for group in run.opt.param_groups:  # a pure function of the step: a resumed run sets the same
+            group["lr"] = c.lr_at(epoch, index, len(batches))
+        batch_loss, batch_correct = _step(run, _make_batch(run, x, batch[mine], epoch, sigma), len(batch), where)
         loss_sum += batch_loss
         correct += batch_correct
     if ctx.enabled:
@@ -151,12 +165,14 @@ def _train_epoch(run: Run, epoch: int) -> tuple[float, float]:
     return loss_sum, correct
 
 
-def _make_batch(run: Run, x: torch.Tensor, keys: torch.Tensor, epoch: int) -> Batch:
-    copies, family, sigma = copies_of(run.params), run.family, run.config.noise_sigma
+def _make_batch(run: Run, x: torch.Tensor, keys: torch.Tensor, epoch: int, sigma: float) -> Batch:
+    """The batch of dataset indices ``keys`` (images ``x``) in ``epoch``, noised with the epoch's ``sigma``."""
+    copies, family = copies_of(run.params), run.family
     seed = derive_seed(run.config.seed, STREAM_TRAIN_NOISE)
 
     # keys = dataset indices, samples epoch·m .. epoch·m + m − 1: fresh, independent draws per example and
-    # epoch, the same whichever rank the example lands on, so sharding cannot correlate the noise
+    # epoch, the same whichever rank the example lands on, so sharding cannot correlate the noise; a sigma
+    # warm-up scales these same draws
     def noisy(images: torch.Tensor) -> torch.Tensor:
         if family is None:
             return images.repeat_interleave(copies, dim=0)
@@ -219,6 +235,10 @@ def format_row(row: dict, epochs: int, label: str, noisy: bool = True) -> str:
     ``noisy``: the test accuracy under noise means something (not for training without noise)."""
     text = (f"epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
             f"train acc ({label}) {100 * row['train_noisy_acc']:6.2f}%")
+    if "lr" in row:  # a learning-rate schedule or warm-up: the epoch's first learning rate
+        text += f"  lr {row['lr']:.3g}"
+    if "sigma" in row:  # a sigma warm-up: the epoch's training sigma
+        text += f"  sigma {row['sigma']:.3g}"
     if row["test_clean_acc"] is not None:
         text += f"  test acc clean {100 * row['test_clean_acc']:6.2f}%"
         if noisy:

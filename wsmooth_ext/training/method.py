@@ -16,7 +16,8 @@ class Batch:
     """One rank's share of a training batch. ``model`` is the bare model (attacks use it), ``net`` what the
     training forward pass goes through (the model or its DistributedDataParallel wrapper). ``noisy(images)``
     returns the ``copies`` noisy copies of every image ([B·copies, C, H, W], row b·copies + j), differentiably;
-    ``family`` is the noise family (None without noise) and ``sigma`` its σ."""
+    ``family`` is the noise family (None without noise) and ``sigma`` its σ in this epoch (below the run's σ
+    during a sigma warm-up, :mod:`.schedules`)."""
 
     model: nn.Module
     net: nn.Module
