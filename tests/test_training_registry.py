@@ -166,6 +166,10 @@ def test_old_checkpoint_lacking_a_setting_is_refused_in_one_line(tmp_path, capsy
     path = tmp_path / "old.pt"
     model = load_checkpoint(DATA / "noise.pt")[0]
     _, meta, training_state = load_training_state(DATA / "noise.pt")
+    from wsmooth_ext.training import options
+
+    # as written today (the schedule's settings at their defaults), but for the one setting removed
+    meta["train_args"].update({o.name: o.default for o in options.SCHEDULE})
     del meta["train_args"]["num_noise"]
     save_checkpoint(path, model, meta, training_state=training_state)
     assert main(OLD_BASE + OLD["noise"] + ["--epochs", "2", "--resume", "--out", str(path)]) == 2

@@ -112,9 +112,8 @@ class Train:
         schedule = {key: getattr(s, key) for key in SCHEDULE_KEYS}
         if self.kwargs.get("noise", "none") == "none":  # the sigma warm-up is for the models trained under noise
             schedule.update(sigma_warmup=0, sigma_warmup_start=SIGMA_WARMUP_START.default)
-        torch.manual_seed(s.seed)
         net = build_model(ctx.arch, num_classes=data.info.num_classes, input_shape=tuple(train_x.shape[1:]),
-                          mean=data.info.mean, std=data.info.std).to(ctx.device)
+                          mean=data.info.mean, std=data.info.std, seed=s.seed).to(ctx.device)
         history = training.train(
             net, train_x, train_y, epochs=s.epochs, lr=s.lr, batch_size=s.batch, seed=s.seed, momentum=s.momentum,
             weight_decay=s.weight_decay, test_images=data.test_x, test_labels=data.test_y, checkpoint_path=ckpt,
