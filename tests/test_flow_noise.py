@@ -270,11 +270,12 @@ def test_gradient_matches_reference_autograd(pixel):
 def test_opcheck(dtype):
     x = torch.rand(2, 1, 4, 5, dtype=dtype, requires_grad=True)
     keys = torch.tensor([0, 1])
-    for pixel in (False, True):
-        torch.library.opcheck(torch.ops.wsmooth_ext.flow_noise.default, (x, 3, 0.1, 0, 5, 0, keys, True, pixel))
-        grad = torch.rand(6, 1, 4, 5, dtype=dtype)
-        torch.library.opcheck(torch.ops.wsmooth_ext.flow_noise_backward.default,
-                              (grad, x.detach(), 3, 0.1, 1, 5, 0, keys, True, pixel))
+    grad = torch.rand(6, 1, 4, 5, dtype=dtype)
+    with torch.random.fork_rng(devices=[]):  # opcheck seeds torch's global RNG itself
+        for pixel in (False, True):
+            torch.library.opcheck(torch.ops.wsmooth_ext.flow_noise.default, (x, 3, 0.1, 0, 5, 0, keys, True, pixel))
+            torch.library.opcheck(torch.ops.wsmooth_ext.flow_noise_backward.default,
+                                  (grad, x.detach(), 3, 0.1, 1, 5, 0, keys, True, pixel))
 
 
 @pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
