@@ -19,7 +19,7 @@ import argparse
 import math
 import statistics
 
-from wsmooth_ext.analysis.certify import median_certified_radius
+from wsmooth_ext.analysis.certify import median_certified_radius, rederived_radius
 from wsmooth_ext.core.certificates import certified_radius
 from wsmooth_ext.core.statistics import clopper_pearson_lower
 from wsmooth_ext.runs.logfile import read_log
@@ -44,8 +44,7 @@ def summarize(path: str, certificate: str, skip: int) -> dict:
     rows = [r for r in read_log(path)[1] if r["idx"] % skip == 0]
     if not rows:
         raise SystemExit(f"{path}: no rows with an index divisible by {skip}")
-    radii = [certified_radius(r["p_lower"], r["sigma"], r["noise"], certificate) if r["correct"] == 1 else -math.inf
-             for r in rows]
+    radii = [rederived_radius(r, certificate) if r["correct"] == 1 else -math.inf for r in rows]
     return {"n": len(rows), "accuracy": 100.0 * sum(r["correct"] == 1 for r in rows) / len(rows),
             "abstain": 100.0 * sum(r["predict"] == -1 for r in rows) / len(rows),
             "median": median_certified_radius(radii), "acr": statistics.fmean(max(r, 0.0) for r in radii),

@@ -1,4 +1,7 @@
-"""Cohen-format TSV logs: content, resume without loss or duplication, and refusal to damage a log."""
+"""Cohen-format TSV logs: content, resume without loss or duplication, refusal to damage a log, and a log's
+radii under another certificate from its rows' p_lower."""
+
+import math
 
 import pytest
 import torch
@@ -159,3 +162,56 @@ def test_predict_log(tmp_path, data):
     again = predict_to_log(_smooth(), images, labels, [1, 3, 5, 7], log, n=N, alpha=ALPHA, batch_size=BATCH,
                            resume=True, progress=False)
     assert _strip_time(again) == _strip_time(rows)
+
+
+def _w1_closed_form(p, sigma, noise, certificate, ground):
+    """The W1 radius written out from the table of docs/math.md (Laplace noise of std sigma: scale sigma/sqrt 2)."""
+    if p <= 0.5:
+        return 0.0
+    lam = sigma / math.sqrt(2)
+    rho1 = (lam / 2) * math.log(p / (1 - p)) if certificate == "paper" else -lam * math.log(2 * (1 - p))
+    per_rho1 = {("flow-laplace", "l2"): 1 / math.sqrt(2), ("flow-laplace", "l1"): 1.0,
+                ("pixel-laplace", "l2"): 1 / 2, ("pixel-laplace", "l1"): 1 / 2}
+    return rho1 * per_rho1[noise, ground]
+
+
+@pytest.mark.parametrize("row", [
+    {"predict": 3, "p_lower": 0.9, "sigma": 0.01, "noise": "flow-laplace"},
+    {"predict": 0, "p_lower": 0.999, "sigma": 0.02, "noise": "pixel-laplace"},
+    {"predict": 7, "p_lower": 0.6, "sigma": 0.5, "noise": "flow-laplace"},
+    {"predict": 1, "p_lower": 0.75, "sigma": 0.005, "noise": "pixel-laplace"},
+    {"predict": ABSTAIN, "p_lower": 0.31, "sigma": 0.01, "noise": "flow-laplace"},
+    {"predict": ABSTAIN, "p_lower": 0.5, "sigma": 0.1, "noise": "pixel-laplace"},
+])
+@pytest.mark.parametrize("certificate", ["paper", "tight"])
+@pytest.mark.parametrize("ground", ["l2", "l1"])
+def test_rederived_radius_is_the_certificate_of_the_rows_p_lower(row, certificate, ground):
+    from wsmooth_ext.analysis.certify import rederived_radius
+    from wsmooth_ext.core.certificates import certified_radius
+
+    got = rederived_radius(row, certificate, ground)
+    if row["predict"] == ABSTAIN:
+        assert got == 0.0
+        return
+    assert got == certified_radius(row["p_lower"], row["sigma"], row["noise"], certificate, ground)
+    expected = _w1_closed_form(row["p_lower"], row["sigma"], row["noise"], certificate, ground)
+    assert 0 < got <= expected and got == pytest.approx(expected, rel=1e-9, abs=0)
+
+
+@pytest.mark.parametrize("noise", ["flow-laplace", "pixel-laplace"])
+def test_one_certification_gives_the_other_certificates_log(tmp_path, data, noise):
+    # certify writes each certificate's radii itself (Smooth.certify_batch); rederiving them from the other
+    # certificate's log of the same votes must give those very values, abstentions included
+    from wsmooth_ext.analysis.certify import rederived_radius
+
+    images, labels = data
+    logs = {}
+    for certificate in ("paper", "tight"):
+        smooth = Smooth(MeanThreshold(), 3, 0.02, noise=noise, seed=4, certificate=certificate)
+        logs[certificate] = certify_to_log(smooth, images, labels, list(range(12)), tmp_path / f"{certificate}.tsv",
+                                           n0=N0, n=N, alpha=ALPHA, batch_size=BATCH, progress=False)
+    assert {r["predict"] for r in logs["tight"]} >= {ABSTAIN} and any(r["radius"] > 0 for r in logs["tight"])
+    for source, target in (("paper", "tight"), ("tight", "paper")):
+        for a, b in zip(logs[source], logs[target]):
+            assert a["p_lower"] == b["p_lower"]
+            assert (rederived_radius(a, target), rederived_radius(a, target, "l1")) == (b["radius"], b["radius_l1"])

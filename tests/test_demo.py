@@ -1,6 +1,8 @@
 """`wsmooth demo` in miniature: outputs, the two certificates' radii from the same p_lower (checked against
-the closed forms of docs/math.md), rerun/resume and --overwrite, and argument errors."""
+the closed forms of docs/math.md), rerun/resume and --overwrite, argument errors, and its folder as the
+experiment engine's (experiment.json, refused changes, the engine's own run continuing it)."""
 
+import json
 import math
 
 import pytest
@@ -74,11 +76,14 @@ def test_rerun_reuses_outputs_and_overwrite_starts_over(demo_dir, capsys):
     before = (demo_dir / "flow-laplace_sigma0.01_tight.tsv").read_text()
     assert main(["demo", "--out", str(demo_dir), *MINI]) == 0
     out = capsys.readouterr().out
-    assert "epoch   1/1" not in out and "resuming" in out  # both models already trained: nothing retrained
+    assert "epoch   1/1" not in out  # both models already trained: nothing retrained
+    assert "[1/2] flow-laplace: trained (1 epochs), not retrained" in out
+    assert "[2/2] pixel-laplace: certified (4 digits), not recertified" in out
     assert (demo_dir / "flow-laplace_sigma0.01_tight.tsv").read_text() == before  # no duplicated rows
     # changed certification settings do not silently mix into the old log
     assert main(["demo", "--out", str(demo_dir), *_mini(n="200")]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--n 100 (now 200)" in err and "--overwrite" in err and err.count("\n") == 1
 
 
 def test_overwrite(tmp_path, capsys):
@@ -122,5 +127,50 @@ def test_more_epochs_retrain_and_recertify(tmp_path, capsys):
     # the logs were rewritten for the 2-epoch model, not kept from the 1-epoch one
     _, rows = read_log(tmp_path / "flow-laplace_sigma0.01_tight.tsv")
     assert [r["idx"] for r in rows] == [0, 1]
+    assert json.loads((tmp_path / "experiment.json").read_text())["settings"]["epochs"] == 2
+    # a rerun with more digits extends the logs: the rows there stay as they are
+    kept = read_log(log)[1]
+    assert main(["demo", "--out", str(tmp_path), *_mini(epochs="2", **{**small, "num_certify": "3"})]) == 0
+    rows = read_log(log)[1]
+    assert [r["idx"] for r in rows] == [0, 1, 2] and rows[:2] == kept
+    out = capsys.readouterr().out
+    assert "epoch   1/2" not in out and "[1/2] flow-laplace: trained (2 epochs), not retrained" in out
     assert main(["demo", "--out", str(tmp_path), *_mini(epochs="1", **small)]) == 2
-    assert "trained for 2 epochs" in capsys.readouterr().err
+    assert "--epochs 2 (now 1)" in capsys.readouterr().err
+
+
+def test_the_demo_folder_is_an_experiment_engine_folder(demo_dir, tmp_path, capsys):
+    from wsmooth_ext.commands.experiment import experiments
+    from wsmooth_ext.experiments import demo
+    from wsmooth_ext.experiments.engine import run_experiment
+
+    record = json.loads((demo_dir / "experiment.json").read_text())
+    assert record["experiment"] == "demo" and not record["quick"]
+    expected = {"dataset": "mnist5k", "sigma": 0.01, "train_size": 200, "epochs": 1, "optimizer": "adam",
+                "lr": 0.001, "batch": 64, "momentum": 0.9, "weight_decay": 5e-4, "seed": 0, "max_images": 4,
+                "n0": 20, "n": 100, "alpha": 0.05}  # the options given, and the recipe
+    assert {k: record["settings"].get(k) for k in expected} == expected
+    command = f"wsmooth demo --out {demo_dir} --train-size 200 --epochs 1 --num-certify 4 --n0 20 --n 100"
+    assert record["command"] == command
+    assert (demo_dir / "summary.md").read_text().endswith(f"Command: `{command}` (rerun it to continue it).\n")
+    # the engine's own run continues the folder: everything finished, nothing redone
+    lines = []
+    settings = demo.EXPERIMENT.settings(**{k: v for k, v in record["settings"].items()})
+    before = {p.name: p.read_bytes() for p in demo_dir.glob("*.tsv")}
+    run_experiment(demo.EXPERIMENT, demo_dir, settings, resume=True, progress=False, log=lines.append)
+    assert "[1/2] flow-laplace: trained (1 epochs), not retrained" in lines
+    assert {p.name: p.read_bytes() for p in demo_dir.glob("*.tsv")} == before
+    # and refuses what the demo command refuses: a changed setting, an unrelated folder
+    with pytest.raises(ValueError, match=r"--num-certify 4 \(now 3\)"):
+        run_experiment(demo.EXPERIMENT, demo_dir, demo.EXPERIMENT.settings(**{**record["settings"], "max_images": 3}),
+                       resume=True, progress=False, log=lines.append)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(other), *MINI]) == 2
+    assert "no experiment.json" in capsys.readouterr().err
+    assert main(["demo", "--out", str(other), "--overwrite", *MINI]) == 2  # deletes only the demo's files
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    capsys.readouterr()
+    # the demo is not a `wsmooth experiment` subcommand: `wsmooth demo` runs it
+    assert "demo" not in experiments()

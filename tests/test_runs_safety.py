@@ -225,7 +225,7 @@ def test_unwritable_outputs_are_one_line_before_any_work(tmp_path, capsys, comma
     ([*TRAIN, "--lr", "-1", "--out", "OUT"], "--lr"),
     (["demo", "--alpha", "2", "--out", "OUTDIR"], "--alpha"),
     (["demo", "--seed", "-1", "--out", "OUTDIR"], "--seed"),
-    (["demo", "--n", "3000000000", "--out", "OUTDIR"], "--n0 + --n"),
+    (["demo", "--n", "2147483648", "--out", "OUTDIR"], "--n0 + --n"),  # --n itself at most 2**31
     (["bench", "--threads", "65535"], "--threads"),
     (["certify", "CKPT", "--dataset", "digits", "--device", "cuda", "--out", "OUT"], "--device"),
 ])

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runs.logfile import read_log
+from ..core.certificates import certified_radius
 from ..core.smooth import ABSTAIN
 from .rows import check_log_rows
 from .tables import default_radius_grid, floor_sig, format_table, pct
@@ -35,6 +36,16 @@ def _one_setting(rows: list[dict], column: str):
     if len(values) == 1:
         return values.pop()
     return "mixed" if values else None
+
+
+def rederived_radius(row: dict, certificate: str, ground: str = "l2") -> float:
+    """The radius a certify log ``row`` would hold under ``certificate`` (ground metric ``ground``: "l2" for the
+    ``radius`` column, "l1" for ``radius_l1``), recomputed from the row's ``p_lower``, ``sigma`` and ``noise``;
+    0.0 for an abstention, as certify logs it. One certification thus gives every valid certificate's radii from
+    the same votes (the demo's paper log, table1's tight median, benchmarks/certify_levers.py)."""
+    if row["predict"] == ABSTAIN:
+        return 0.0
+    return certified_radius(float(row["p_lower"]), float(row["sigma"]), row["noise"], certificate, ground)
 
 
 def median_certified_radius(radii) -> float | None:

@@ -51,7 +51,8 @@ def read_record(out: Path, name: str) -> dict:
 
 
 def check_output(out: Path, name: str, settings: dict, resume: bool,
-                 spell: Callable[[str, Any], str] | None = None, predates: dict | None = None) -> bool:
+                 spell: Callable[[str, Any], str] | None = None, predates: dict | None = None,
+                 grows: tuple = (), flags: dict | None = None) -> bool:
     """Fail before any work unless ``out`` can hold experiment ``name`` with ``settings`` (a JSON object).
     True when it continues an existing experiment.
 
@@ -59,7 +60,8 @@ def check_output(out: Path, name: str, settings: dict, resume: bool,
     records the same settings (and starts a new experiment in a missing or empty one). ``spell(name, value)``
     writes a setting's value in messages as its option takes it (default :func:`format_value`). ``predates``:
     the value of a setting that the recorded experiment.json lacks (one added to the experiment since: its
-    default, which is what the folder's runs used)."""
+    default, which is what the folder's runs used). ``grows``: settings that ``resume`` may raise (numbers; the
+    demo's epochs). ``flags``: a setting's option where it is not ``--name`` (the demo's ``--num-certify``)."""
     from ..runs.logfile import check_new_output
 
     if out.exists() and not out.is_dir():
@@ -73,8 +75,14 @@ def check_output(out: Path, name: str, settings: dict, resume: bool,
     data = read_record(out, name)
     before = {**(predates or {}), **(data.get("settings") or {})}
     spell = spell or (lambda key, value: format_value(value))
-    changed = [f"{option(k)} {spell(k, before.get(k))} (now {spell(k, v)})"
-               for k, v in settings.items() if before.get(k) != v]
+    flags = flags or {}
+
+    def grown(key, value) -> bool:
+        was = before.get(key)
+        return key in grows and isinstance(was, (int, float)) and isinstance(value, (int, float)) and value > was
+
+    changed = [f"{flags.get(k, option(k))} {spell(k, before.get(k))} (now {spell(k, v)})"
+               for k, v in settings.items() if before.get(k) != v and not grown(k, v)]
     if changed:
         quick = " (it was started with --quick)" if data.get("quick") else ""
         raise ValueError(f"cannot resume {out}: it was started with {', '.join(changed)}{quick}; rerun with its "

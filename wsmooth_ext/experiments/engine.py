@@ -14,6 +14,10 @@ any work, progress lines, skipping finished steps and continuing unfinished ones
 rules), the closing command line of ``summary.md`` that reruns the experiment, and atomic writes of the report.
 ``extras`` are options that are not settings: they change no checkpoint or log (batch sizes; the report's
 columns), so they may change on ``--resume``; only ``view`` (the report's columns) is part of the command line.
+
+An experiment is run by ``wsmooth experiment NAME`` unless it names its own ``command`` (``wsmooth demo``, whose
+reruns continue the folder without ``--resume``); settings it declares in ``grows`` may be raised on resume (the
+demo's ``--epochs``: each model is trained further and the logs of its older weights are redone).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any, Callable
 from . import _checks, _folder, options
 from .steps import Context, Data, Given, Model, Run, Train
 
-__all__ = ["Experiment", "Finished", "Report", "Result", "SUMMARY_FILE", "command_line", "run_experiment"]
+__all__ = ["Experiment", "Finished", "Report", "Result", "SUMMARY_FILE", "check_folder", "command_line",
+           "run_experiment"]
 
 SUMMARY_FILE = "summary.md"
 
@@ -57,6 +62,11 @@ class Experiment:
     unit: str = "images"  # what progress lines call the evaluated images
     arch: str = options.ARCH
     split: str = "test"
+    # settings --resume may raise (numbers): "epochs" trains each model further and redoes the logs of its older
+    # weights; "max_images" extends every log
+    grows: tuple = ()
+    command: str | None = None  # the command that runs it, where it is not `wsmooth experiment NAME`
+    continues: str = "add `--resume` to continue it"  # how summary.md says to continue it with that command
 
     @cached_property
     def settings(self) -> type:
@@ -122,7 +132,8 @@ def command_line(experiment: Experiment, settings, out, quick: bool = False, ext
     from ..inputs.data import DATASETS
 
     base = experiment.check_settings(experiment.defaults(quick))
-    parts = ["wsmooth", "experiment", experiment.name, "--out", str(out)] + (["--quick"] if quick else [])
+    prefix = shlex.split(experiment.command) if experiment.command else ["wsmooth", "experiment", experiment.name]
+    parts = prefix + ["--out", str(out)] + (["--quick"] if quick else [])
     for o in experiment.options:
         value = getattr(settings, o.name)
         if value != getattr(base, o.name):
@@ -138,6 +149,21 @@ def command_line(experiment: Experiment, settings, out, quick: bool = False, ext
 def _spell(experiment: Experiment) -> Callable[[str, Any], str]:
     spelling = {o.name: o.spell for o in experiment.options}
     return lambda name, value: spelling.get(name, _folder.format_value)(value)
+
+
+def _flag(experiment: Experiment, name: str) -> str:
+    """The command-line option of setting ``name`` in ``experiment``'s command."""
+    return next((o.flag for o in experiment.options if o.name == name), _folder.option(name))
+
+
+def check_folder(experiment: Experiment, out_dir, settings, resume: bool) -> bool:
+    """Fail before any work unless ``out_dir`` can hold ``experiment`` with ``settings`` (checked ones): a missing
+    or empty folder, or with ``resume`` one whose experiment.json records the same settings (those of
+    ``experiment.grows`` may have grown). True when it continues an existing experiment. A setting that an existing
+    folder's record predates (added to the experiment later) had its default."""
+    return _folder.check_output(Path(out_dir), experiment.name, _checks.as_json(settings), resume,
+                                spell=_spell(experiment), predates=_checks.as_json(experiment.defaults()),
+                                grows=tuple(experiment.grows), flags={o.name: o.flag for o in experiment.options})
 
 
 def _check_images_at_once(experiment: Experiment, settings, extras: dict) -> None:
@@ -161,15 +187,16 @@ def load_data(experiment: Experiment, s, data_dir, needs_train: bool) -> Data:
     test_x, test_y = load_dataset(s.dataset, experiment.split, data_dir)
     if train is not None and s.train_size is not None:
         if s.train_size > len(train[0]):
-            raise ValueError(f"--train-size {s.train_size} exceeds the {len(train[0])} training images of "
-                             f"{s.dataset}")
+            raise ValueError(f"{_flag(experiment, 'train_size')} {s.train_size} exceeds the {len(train[0])} "
+                             f"training images of {s.dataset}")
         train = (train[0][:s.train_size], train[1][:s.train_size])
     skip = getattr(s, "skip", 1)
     available = range(0, len(test_x), skip)
     wanted = len(available) if s.max_images is None else s.max_images
     if wanted > len(available):
         every = f" taken every {skip}" if skip > 1 else ""
-        raise ValueError(f"--max-images {wanted} exceeds the {len(available)} held-out images of {s.dataset}{every}")
+        raise ValueError(f"{_flag(experiment, 'max_images')} {wanted} exceeds the {len(available)} held-out images "
+                         f"of {s.dataset}{every}")
     return Data(s.dataset, DATASETS[s.dataset], test_x, test_y, list(available[:wanted]), train)
 
 
@@ -196,10 +223,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
     device = torch.device(device if device is not None else "cpu")
     out = Path(out_dir)
     recorded = _checks.as_json(settings)
-    spell = _spell(experiment)
-    # a setting that an existing folder's record predates (added to the experiment later) had its default
-    predates = _checks.as_json(experiment.defaults())
-    _folder.check_output(out, experiment.name, recorded, resume, spell=spell, predates=predates)
+    check_folder(experiment, out, settings, resume)
 
     plan = experiment.plan(settings, extras)
     data = load_data(experiment, settings, data_dir, any(isinstance(r.model, Train) for r in plan))
@@ -210,8 +234,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
     ctx = Context(out, settings, data, device, progress, log, experiment.unit, arch, experiment.split, loaded)
 
     with exclusive_output(out / _folder.SETTINGS_FILE, what="--out"):
-        if _folder.check_output(out, experiment.name, recorded, resume, spell=spell,
-                                predates=predates) is False:  # a new folder
+        if check_folder(experiment, out, settings, resume) is False:  # a new folder
             record = {"experiment": experiment.name, "settings": recorded}
             if any(o.path for o in experiment.options):  # it can take checkpoints: record what it was given
                 record["given_sha256"] = given_sha
@@ -220,16 +243,22 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
                            "command": command_line(experiment, settings, out, quick, extras, data_dir)})
             write_atomic(out / _folder.SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
         else:
-            before = _folder.read_record(out, experiment.name).get("given_sha256") or {}
+            record = _folder.read_record(out, experiment.name)
+            before = record.get("given_sha256") or {}
             for g in givens:
                 if before.get(g.name) != given_sha[g.name]:
                     raise ValueError(f"cannot resume {out}: the checkpoint {g.option} {g.path} changed since the "
                                      "experiment started (its sha256 differs); choose another --out")
+            grown = {k: recorded[k] for k in experiment.grows if (record.get("settings") or {}).get(k) != recorded[k]}
+            if grown:  # the folder now holds the experiment with these settings raised
+                record["settings"] = {**record["settings"], **grown}
+                record["command"] = command_line(experiment, settings, out, quick, extras, data_dir)
+                write_atomic(out / _folder.SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
         log(_introduction(experiment, plan, ctx))
         finished = _execute(experiment, plan, ctx)
         result = Result(experiment, settings, extras, out, bool(quick), data, finished, data_dir=data_dir)
         result.report = experiment.report(result)
-        text = result.report.text + f"Command: `{result.command}` (add `--resume` to continue it).\n"
+        text = result.report.text + f"Command: `{result.command}` ({experiment.continues}).\n"
         write_atomic(out / SUMMARY_FILE, text.encode())
         for name, draw in result.report.plots.items():
             partial = out / f".{name}.partial{Path(name).suffix}"  # the suffix tells matplotlib the format
@@ -256,7 +285,7 @@ def _introduction(experiment: Experiment, plan: list, ctx: Context) -> str:
 def _execute(experiment: Experiment, plan: list, ctx: Context) -> list:
     """Every run's model and evaluations, in declared order; models first or run by run."""
     if experiment.models_first:
-        models = [run.model.obtain(ctx, f"[{i}/{len(plan)}]") for i, run in enumerate(plan, start=1)]
+        models = [_obtain(run, ctx, f"[{i}/{len(plan)}]") for i, run in enumerate(plan, start=1)]
         pairs = [(k, evaluation) for k, run in enumerate(plan) for evaluation in run.evaluations]
         logs = [[] for _ in plan]
         for j, (k, evaluation) in enumerate(pairs, start=1):
@@ -265,6 +294,19 @@ def _execute(experiment: Experiment, plan: list, ctx: Context) -> list:
     finished = []
     for i, run in enumerate(plan, start=1):
         tag = f"[{i}/{len(plan)}]"
-        model = run.model.obtain(ctx, tag)
+        model = _obtain(run, ctx, tag)
         finished.append(Finished(run, model, [evaluation.run(ctx, model, tag) for evaluation in run.evaluations]))
     return finished
+
+
+def _obtain(run: Run, ctx: Context, tag: str) -> Model:
+    """The run's model. One to be trained further than its checkpoint holds (``--epochs`` grown on resume) first
+    loses its evaluations' files: they were written with its older weights. (An interrupted training has none.)"""
+    from ..inputs.checkpoint import trained_epochs
+
+    if isinstance(run.model, Train) and 0 < trained_epochs(ctx.out / f"{run.model.name}.pt") < ctx.settings.epochs:
+        for evaluation in run.evaluations:
+            for name in (evaluation.log, getattr(evaluation, "adv", None)):
+                if name:
+                    (ctx.out / name).unlink(missing_ok=True)
+    return run.model.obtain(ctx, tag)

@@ -66,18 +66,6 @@ def _eval_ready(net, checkpoint: Path, ctx: Context):
     return net.to(ctx.device).eval(), checkpoint_sha256(checkpoint)
 
 
-def trained_epochs(path: Path) -> int:
-    """Epochs done in a checkpoint written by train; 0 if there is none yet."""
-    from ..inputs.checkpoint import load_training_state
-
-    if not path.exists():
-        return 0
-    state = load_training_state(path)[2]
-    if state is None:
-        raise ValueError(f"{path} holds no training state: it was not written by this experiment")
-    return int(state["epoch"])
-
-
 @dataclass(frozen=True)
 class Train:
     """A model trained here exactly as ``wsmooth train`` would (the same initial weights, call and checkpoint
@@ -94,6 +82,7 @@ class Train:
         import torch
 
         from ..training import keywords as training  # looked up on every call: tests interrupt it
+        from ..inputs.checkpoint import trained_epochs
         from ..inputs.models import build_model
         from ..training.options import SIGMA_WARMUP_START
         from .options import SCHEDULE_KEYS

@@ -111,16 +111,14 @@ def _plan(s, extras) -> list:
     return runs
 
 
-def tight_median(certify_log, noise: str, sigma: float):
+def tight_median(certify_log):
     """Median over all images of the tight certificate's radius from each row's p_lower (wrong or abstained: −inf);
     None when fewer than half are certified correct (:func:`analysis.certify.median_certified_radius`)."""
-    from ..analysis.certify import median_certified_radius
-    from ..core.certificates import certified_radius
+    from ..analysis.certify import median_certified_radius, rederived_radius
     from ..runs.logfile import read_log
 
     rows = read_log(certify_log)[1]
-    return median_certified_radius(certified_radius(r["p_lower"], sigma, noise, "tight") if r["correct"] == 1
-                                   else -math.inf for r in rows)
+    return median_certified_radius(rederived_radius(r, "tight") if r["correct"] == 1 else -math.inf for r in rows)
 
 
 def _interval(percent: float, n: int) -> tuple[float, float]:
@@ -137,7 +135,7 @@ def _cells(run, paper) -> list:
 
     predicted, certified = (summarize_certify_log(log) for log in run.logs)
     n, (low, high) = predicted["n_images"], _interval(predicted["accuracy"], predicted["n_images"])
-    median, tight = certified["median_radius"], tight_median(run.logs[1], run.about["noise"], run.about["sigma"])
+    median, tight = certified["median_radius"], tight_median(run.logs[1])
     seconds = sum(_seconds(log) for log in run.logs) / n
     diff = (lambda ours, theirs: "—" if ours is None or theirs is None else f"{ours - theirs:+.4g}")
     return [str(n), f"{pct(predicted['accuracy'])} ({pct(predicted['abstain'])})", f"{pct(paper[0])} ({pct(paper[1])})",

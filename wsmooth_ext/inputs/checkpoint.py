@@ -44,7 +44,7 @@ from ..infra.files import write_atomic
 from ..core.noises import TRAINING_NOISES as NOISES
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "NOISES", "save_checkpoint", "load_checkpoint", "load_ensemble",
-           "read_checkpoint", "load_training_state", "checkpoint_sha256", "checkpoints_sha256"]
+           "read_checkpoint", "load_training_state", "trained_epochs", "checkpoint_sha256", "checkpoints_sha256"]
 
 FORMAT = "wsmooth_ext.checkpoint"
 FORMAT_VERSION = 1
@@ -329,3 +329,16 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict, dict, dict | Non
     if obj.get("format") != FORMAT:
         raise ValueError(f"cannot resume from {path}: not a wsmooth_ext checkpoint")
     return obj["state_dict"], dict(obj.get("metadata") or {}), obj.get("training_state")
+
+
+def trained_epochs(path: str | os.PathLike) -> int:
+    """The number of epochs a training checkpoint has finished: 0 where there is no file yet; ValueError for a
+    file that holds no training state (a checkpoint not written by training, which cannot be continued)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    state = load_training_state(path)[2]
+    if state is None:
+        raise ValueError(f"{path} holds no training state: it was not written by training, so it cannot be "
+                         "continued")
+    return int(state["epoch"])
