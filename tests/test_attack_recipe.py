@@ -175,6 +175,26 @@ def test_the_new_attack_gets_the_smoothed_target(registered, trained_digits_chec
                                                                                     for k in step.settings()}
 
 
+def test_adversarial_training_against_the_new_attack_comes_from_its_entry(registered, trained_digits_checkpoint):
+    """The training method of an entry (what `wsmooth train --adversarial NAME` runs for each registered attack)
+    perturbs with its class at the radius of the epoch: every example moved along one edge, by at most eps."""
+    from wsmooth_ext.training.adversarial import Adversary, adversarial_method
+    from wsmooth_ext.training.registry import record
+
+    method = adversarial_method(ONE_EDGE)
+    args = record(method, method.params(adv_eps=0.05, adv_eps_warmup=0, adv_attack_steps=3))
+    assert (args["adversarial"], args["adv_attack_params"]) == ("one-edge", {})
+    assert Adversary(args).attack(torch.nn.Identity(), 0.05).__class__ is OneEdgeAttack
+    images, labels = load_dataset("digits", "test")
+    x, y = images[:6], labels[:6]
+    model = load_checkpoint(trained_digits_checkpoint)[0]
+    adv = Adversary(args).perturb(model, x, y, 0)
+    for clean, moved in zip(x.double(), adv.double()):
+        changed = (moved - clean).flatten().nonzero().flatten()
+        assert changed.numel() == 2
+        assert float((moved - clean).abs().sum() / 2 / clean.sum()) <= 0.05 * (1 + 1e-6)
+
+
 def test_the_new_attack_is_offered_in_help(registered, capsys):
     with pytest.raises(SystemExit):
         main(["attack", "--help"])

@@ -363,3 +363,18 @@ def test_help_states_units_defaults_quick_and_time(capsys):
                    "exact W1", "hours", "about 5 minutes", "--resume"):
         assert phrase in text, phrase
 
+
+def test_adversarial_training_choices_are_the_attack_registry():
+    """fig5 trains its adversarial model against any attack of the registry (what `wsmooth train --adversarial`
+    takes), pgd-dual included, and states the eps units of the one chosen."""
+    from types import SimpleNamespace
+
+    from wsmooth_ext.attacks.registry import ATTACKS
+    from wsmooth_ext.training.registry import names
+
+    option = next(o for o in fig5.OPTIONS if o.name == "adv_training")
+    assert option.choices == tuple(ATTACKS) == names("adversarial")[1:] and "pgd-dual" in option.choices
+    s = SimpleNamespace(adv_training="pgd-dual", adv_eps=0.2, adv_eps_warmup=3, adv_attack_steps=4, sigma=0.01)
+    kwargs, how = fig5._training("adversarial", s)
+    assert (kwargs["adversarial"], kwargs["adv_eps"], kwargs["noise"]) == ("pgd-dual", 0.2, "none")
+    assert how.startswith("pgd-dual adversarial training, eps 0.2 (W1 bound, L2 ground, mass-normalized)")

@@ -7,9 +7,11 @@ take — each an :class:`~wsmooth_ext.infra.options.Option` of ``wsmooth attack`
 or choices, and its help. The smoothed target every attack takes is not a setting of its own: it is one
 :class:`~.target.SmoothedTarget` (``smoothing=``). ``wsmooth attack``'s ``--method`` choices and options, the
 settings its logs record (:func:`log_settings`: the ones the attack takes), the experiments' attack steps and
-choices, and the analysis' axis labels all derive from here (read at call time, so an entry added later
-counts). Adding an attack is its class and one entry in :data:`ATTACKS` (docs/architecture.md §How to add an
-attack; ``tests/test_attack_recipe.py`` follows it).
+choices, the analysis' axis labels, and adversarial training against each attack (``wsmooth train
+--adversarial``, :mod:`wsmooth_ext.training.adversarial`) all derive from here (read at call time, so an entry
+added later counts; training's methods are made when the training registry is imported). Adding an attack is
+its class and one entry in :data:`ATTACKS` (docs/architecture.md §How to add an attack;
+``tests/test_attack_recipe.py`` follows it).
 """
 
 from __future__ import annotations
@@ -83,8 +85,14 @@ class AttackSpec:
     keyword ``radius``, ``eps_factor``, ``eps_every``, ``max_iter``, ``smoothing`` (the smoothed target's
     :class:`~.target.SmoothedTarget`, None for a plain classifier) and its own ``settings`` (names of
     :data:`SETTINGS`; ``keywords`` renames those its constructor calls otherwise). ``nominal``: what its
-    nominal ε (the logged ``radius``) measures, in words: the axis label of the analysis. ``help``: what
-    ``--method``'s help says after its name ("" where the name says it).
+    nominal ε (the logged ``radius``) measures, in words: the axis label of the analysis, and the units of
+    ``--adv-eps`` when training against it. ``help``: what ``--method``'s help says after its name ("" where the
+    name says it). ``min_size``: the fewest pixels its images may have each way.
+
+    Adversarial training against it (``wsmooth train --adversarial NAME``) runs its settings at their
+    defaults, except ``training``: constructor keywords it takes instead of, or besides, those; the defaults and
+    ``training`` are recorded in the checkpoint (``adv_attack_params``, constructor keywords), but for the
+    names in ``unrecorded``, given and not recorded (what checkpoints trained before the setting existed lack).
     """
 
     name: str
@@ -94,6 +102,9 @@ class AttackSpec:
     help: str
     radius: str = "eps"
     keywords: dict = field(default_factory=dict)
+    min_size: int = 1
+    training: dict = field(default_factory=dict)
+    unrecorded: tuple[str, ...] = ()
 
     def takes(self, name: str) -> bool:
         """Whether the attack uses setting ``name`` (its own, or one every attack takes)."""
@@ -112,14 +123,18 @@ class AttackSpec:
 DEFAULT = "sinkhorn"  # the paper's attack
 
 ATTACKS: dict[str, AttackSpec] = {a.name: a for a in (
+    # training keeps the published projection (clamp to [0, 1] after projecting), which it used before the
+    # attack's default became the mass-keeping "box" and before checkpoints recorded a projection
     AttackSpec("sinkhorn", WassersteinPGD,
                ("p", "kernel_size", "reg", "step", "norm", "projection", "sinkhorn_iter", "sinkhorn_tol"),
-               "radius of the entropic ball (cost |offset|_2)", "projected-Sinkhorn PGD", radius="eps0"),
-    AttackSpec("frank-wolfe", FrankWolfeAttack, ("kernel_size", "ground", "gamma"), "W1 bound, L2 ground", ""),
+               "radius of the entropic ball (cost |offset|_2)", "projected-Sinkhorn PGD", radius="eps0",
+               training={"projection": "clamp"}, unrecorded=("projection",)),
+    AttackSpec("frank-wolfe", FrankWolfeAttack, ("kernel_size", "ground", "gamma"), "W1 bound, L2 ground", "",
+               training={"capacity_rounds": 10}),
     AttackSpec("pgd-dual", DualProjectionPGD, ("step", "kernel_size", "ground"), "W1 bound, L2 ground",
                "PGD with dual projection on couplings"),
     AttackSpec("flow", FlowAttack, ("flow_step",), "L1 norm of the flow plan (≥ W1, L1 ground)", "PGD over flows",
-               keywords={"flow_step": "step"}),
+               keywords={"flow_step": "step"}, min_size=2),
 )}
 
 
