@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from wsmooth_ext import Smooth
-from wsmooth_ext.attacks import FlowAttack, FrankWolfeAttack, WassersteinPGD
+from wsmooth_ext.attacks import FlowAttack, FrankWolfeAttack, SmoothedTarget, WassersteinPGD
 from wsmooth_ext.inputs.data import load_dataset
 from wsmooth_ext.inputs.models import build_model
 from wsmooth_ext.training.keywords import train
@@ -47,8 +47,9 @@ def smoothed_target():
 
 def make_attack(method, model, success_test):
     smooth = Smooth(model, 10, SIGMA, noise="flow-laplace", seed=0)  # fresh: its gradient samples restart
-    common = dict(eps_factor=1.1, eps_every=10, max_iter=ITERATIONS, n_grad=128, n_test=10_000, alpha=0.05,
-                  batch_size=1000, success_test=success_test)
+    common = dict(eps_factor=1.1, eps_every=10, max_iter=ITERATIONS,
+                  smoothing=SmoothedTarget(n_grad=128, n_test=10_000, alpha=0.05, batch_size=1000,
+                                           success_test=success_test))
     if method == "sinkhorn":
         return WassersteinPGD(smooth, eps0=0.3, **common)
     if method == "frank-wolfe":

@@ -11,21 +11,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsmooth_ext.attacks import FlowAttack
+from wsmooth_ext.attacks import registry as attacks
 from wsmooth_ext.core.wasserstein import wasserstein_distance
 from wsmooth_ext.inputs.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from wsmooth_ext.training import flow, frank_wolfe, sinkhorn
-from wsmooth_ext.training.adversarial import Adversary, adversarial_epsilon, describe_adversarial
+from wsmooth_ext.training.adversarial import Adversary, adversarial_epsilon, adversarial_method, describe_adversarial
 from wsmooth_ext.training.keywords import _STREAM_SHUFFLE, derive_seed, evaluate, train
 from wsmooth_ext.training.params import specs
-from wsmooth_ext.training.registry import METHODS, choose, group_keys, record
+from wsmooth_ext.training.registry import METHODS, choose, group_keys, names, record
 
 from conftest import wong_digits_model as _model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = dict(progress=False, log=lambda line: None)
-# each attack's fixed settings during training, as its module declares them
-ATTACK_PARAMS = {"flow": flow.ATTACK_PARAMS, "frank-wolfe": frank_wolfe.ATTACK_PARAMS,
-                 "sinkhorn": sinkhorn.ATTACK_PARAMS}
+# each attack's fixed settings during training, as checkpoints record them (train_args["adv_attack_params"]): read
+# from the attack registry's defaults, and written out here because checkpoints trained with them must resume
+ATTACK_PARAMS = {"sinkhorn": {"p": 1.0, "kernel_size": 5, "reg": 1000.0, "step": 0.1, "norm": "linf",
+                              "sinkhorn_iter": 400, "sinkhorn_tol": 1e-4},
+                 "frank-wolfe": {"kernel_size": 5, "ground": "l2", "gamma": 0.03, "capacity_rounds": 10},
+                 "pgd-dual": {"step": 0.1, "kernel_size": 5, "ground": "l2"},
+                 "flow": {"step": 0.05}}
 
 
 def _adversarial_args(adversarial: str = "none", **given) -> dict:
@@ -44,11 +48,42 @@ def pretrained(digits):
     return model
 
 
+def test_every_registered_attack_is_a_training_method():
+    """`--adversarial` takes each entry of the attack registry, its units of eps those of the attack's nominal eps;
+    the attack it builds is the registry's class with its settings at the registry's defaults."""
+    assert names("adversarial") == ("none", *attacks.ATTACKS)
+    assert set(ATTACK_PARAMS) == set(attacks.ATTACKS)
+    for name, spec in attacks.ATTACKS.items():
+        method = METHODS[name]
+        assert (method.option, method.summary) == ("adversarial", spec.help)
+        assert specs(method.params)["adv_eps"][1].units == spec.nominal
+        attack = Adversary(_adversarial_args(name)).attack(_model(), 0.2)
+        assert type(attack) is spec.cls and attack.eps0 == 0.2 and attack.max_iter == 10 and attack.eps_factor == 1
+        if name == "sinkhorn":  # training keeps the published projection, as before checkpoints recorded one
+            assert attack.projection == "clamp" and attack.reg == 1000.0
+        if name == "frank-wolfe":
+            assert attack.capacity_rounds == 10 and attack.gamma == 0.03
+
+
+def test_training_reads_the_attack_defaults_from_the_registry(monkeypatch):
+    """A changed default of a registry setting is the default adversarial training runs and records (so a
+    checkpoint trained before it is refused on --resume, not continued with another attack)."""
+    changed = tuple(s.but(default=0.25) if s.name == "step" else s for s in attacks.SETTINGS)
+    monkeypatch.setattr(attacks, "SETTINGS", changed)
+    method = adversarial_method(attacks.ATTACKS["pgd-dual"])
+    args = record(method, method.params())
+    assert args["adversarial"] == "pgd-dual" and args["adv_attack_params"] == {"step": 0.25, "kernel_size": 5,
+                                                                                "ground": "l2"}
+    assert Adversary(args).attack(_model(), 0.1).step == 0.25
+
+
 def test_settings_defaults_validation_and_geometric_schedule():
     s = _adversarial_args("flow")
     assert (s["adv_eps"], s["adv_eps_warmup"], s["adv_attack_steps"], s["adv_clean_weight"]) == (0.1, 10, 10, 0.0)
     assert s["adv_eps_start"] == pytest.approx(0.01) and s["adv_attack_params"] == ATTACK_PARAMS["flow"]
     assert all(specs(METHODS[name].params)["adv_eps"][0] == 0.1 for name in ATTACK_PARAMS)
+    for name, params in ATTACK_PARAMS.items():
+        assert _adversarial_args(name)["adv_attack_params"] == params, name
     assert set(_adversarial_args("none").values()) == {"none", None}
     # geometric: ε/10 in epoch 0, ε in epoch W − 1 and after, a constant ratio in between
     s = _adversarial_args("frank-wolfe", adv_eps=0.2, adv_eps_warmup=4)
@@ -84,13 +119,13 @@ class _Recorder(nn.Module):
         return self.inner(x)
 
 
-@pytest.mark.parametrize("attack,eps", [("flow", 0.1), ("frank-wolfe", 0.1), ("sinkhorn", 0.2)])
+@pytest.mark.parametrize("attack,eps", [("flow", 0.1), ("frank-wolfe", 0.1), ("pgd-dual", 0.1), ("sinkhorn", 0.2)])
 def test_training_examples_meet_the_attack_constraints(digits, pretrained, attack, eps):
     """One batch of 12 digits, one epoch of a pretrained model, ε fixed (warm-up 0): the batch train() trains
     on is exactly Adversary.perturb of the shuffled clean batch, and every example meets the attack's
-    constraints — pixels in [0, 1]; mass kept by flow and frank-wolfe (to float32 rounding); sinkhorn projects
-    to mass tolerance 1e-4 and then clamps to [0, 1], which loses mass (measured 1.8%, asserted ≤ 5%); exact W1
-    within ε: flow W1 (L1 ground) ≤ ε, frank-wolfe W1 (L2 ground, 5×5 window) ≤ ε, sinkhorn W1 (L2 ground,
+    constraints — pixels in [0, 1]; mass kept by flow, frank-wolfe and pgd-dual (to float32 rounding); sinkhorn
+    projects to mass tolerance 1e-4 and then clamps to [0, 1], which loses mass (measured 1.8%, asserted ≤ 5%); exact
+    W1 within ε: flow W1 (L1 ground) ≤ ε, frank-wolfe and pgd-dual W1 (L2 ground, 5×5 window) ≤ ε, sinkhorn W1 (L2 ground,
     5×5 window, each image renormalized) ≤ ε(1 + 1e-3) + slack. The attack moved mass and raised the loss.
 
     The digits are scaled by 0.9: 18% of the ink pixels of scikit-learn's digits are exactly 1, and there the
@@ -260,7 +295,8 @@ def test_cli_adversarial_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("--adversarial {none,sinkhorn,frank-wolfe,flow}", "flow L1 norm >= W1, L1 ground) (default 0.1)",
+    for needle in ("--adversarial {none,sinkhorn,frank-wolfe,pgd-dual,flow}",
+                   "flow: L1 norm of the flow plan (≥ W1, L1 ground)) (default 0.1)", "pgd-dual: W1 bound, L2 ground;",
                    "grows geometrically from --adv-eps/10 to --adv-eps (default 10;",
                    "attack steps per batch (default 10)",
                    "(default 0: adversarial examples only)", "none with --adversarial"):
@@ -300,3 +336,24 @@ def test_cli_adversarial_options(tmp_path, capsys):
                      "--max", "1", "--n0", "10", "--n", "50", "--out", str(tmp_path / "c.tsv"), "--no-progress"]):
         assert main(command) == 0
         assert "was adversarially trained (flow, eps 0.05" in capsys.readouterr().err
+
+
+def test_cli_trains_against_pgd_dual(tmp_path, capsys):
+    """`wsmooth train --adversarial pgd-dual`: one epoch on a few digits, the checkpoint records the attack and its
+    settings, a resume continues it, and the model it trained on pgd-dual examples is described by attack."""
+    from wsmooth_ext.cli import main
+
+    out = tmp_path / "dual.pt"
+    args = ["train", "--dataset", "digits", "--optimizer", "adam", "--lr", "0.01", "--batch", "16", "--train-size",
+            "32", "--out", str(out), "--no-progress", "--adversarial", "pgd-dual", "--adv-attack-steps", "2",
+            "--adv-eps", "0.05", "--adv-eps-warmup", "0"]
+    assert main(args + ["--epochs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "adversarially trained (pgd-dual, eps 0.05 [W1 bound, L2 ground, mass-normalized], 2 steps" in text
+    assert "train acc (pgd-dual eps 0.05)" in text
+    meta = load_checkpoint(out)[1]
+    a = meta["train_args"]
+    assert meta["noise"] == "none" and (a["adversarial"], a["adv_eps"], a["adv_attack_steps"]) == ("pgd-dual", 0.05, 2)
+    assert a["adv_attack_params"] == ATTACK_PARAMS["pgd-dual"]
+    assert main(args + ["--epochs", "2", "--resume"]) == 0
+    assert [row["epoch"] for row in load_training_state(out)[2]["history"]] == [1, 2]

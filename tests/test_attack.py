@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from wsmooth_ext import Smooth
-from wsmooth_ext.attacks import WassersteinPGD
+from wsmooth_ext.attacks import SmoothedTarget, WassersteinPGD
 from wsmooth_ext.inputs.data import load_dataset
 from wsmooth_ext.core.wasserstein import wasserstein_distance
 
@@ -104,7 +104,8 @@ def test_smoothed_mode_uses_the_hard_smoothed_prediction(digits_model):
     smooth = Smooth(digits_model, num_classes=10, sigma=0.005, noise="flow-laplace", seed=3)
     keys = torch.tensor([100, 101, 102, 103])
     attack = WassersteinPGD(smooth, eps0=0.05, eps_factor=1.5, eps_every=2, max_iter=6, step=0.1,
-                            n_grad=8, n_test=64, alpha=0.05, batch_size=256, sinkhorn_iter=50)
+                            smoothing=SmoothedTarget(n_grad=8, n_test=64, alpha=0.05, batch_size=256),
+                            sinkhorn_iter=50)
     assert attack.smoothed
     result = attack.attack(x, y, keys=keys)
     # success is exactly "the smoothed prediction (same keys, same samples) is not the label", abstain = fooled
@@ -119,10 +120,55 @@ def test_smoothed_mode_uses_the_hard_smoothed_prediction(digits_model):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(kernel_size=4), "kernel_size"), (dict(reg=0), "reg"), (dict(eps0=-1), "eps0"),
     (dict(eps_factor=0.5), "eps_factor"), (dict(eps_every=0), "eps_every"), (dict(max_iter=-1), "max_iter"),
-    (dict(step=0), "step"), (dict(norm="l1"), "norm"), (dict(alpha=1.5), "alpha"), (dict(p=0), "p must")])
+    (dict(step=0), "step"), (dict(norm="l1"), "norm"), (dict(p=0), "p must")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         WassersteinPGD(CentreOfMass(3.0), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_grad=0), "n_grad must be an integer in [1, 100000], got 0"),
+    (dict(n_grad=8.0), "n_grad must be an integer in [1, 100000], got 8.0"),
+    (dict(n_test=True), "n_test must be an integer in [1, 2**31], got True"),
+    (dict(alpha=1.5), "alpha must be a number in (0, 1), got 1.5"),
+    (dict(batch_size=0), "batch_size must be an integer in [1, 1e+07], got 0"),
+    (dict(success_test="fixed-ish"), "success_test must be one of sequential, fixed, got 'fixed-ish'")])
+def test_smoothed_target_is_checked_once_by_the_shared_ranges(kwargs, message):
+    """Every attack takes the smoothed target's settings as one SmoothedTarget, checked when it is made with the
+    ranges `wsmooth attack --n-grad/--n-test/--alpha/--batch` state (infra/options.py) and success_test's choices."""
+    with pytest.raises(ValueError) as refused:
+        SmoothedTarget(**kwargs)
+    assert str(refused.value) == message
+
+
+def test_smoothing_argument_of_the_attacks(digits_model):
+    from wsmooth_ext.attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack
+
+    smooth = Smooth(digits_model, num_classes=10, sigma=0.005, noise="flow-laplace", seed=3)
+    target = SmoothedTarget(n_grad=4, n_test=50, alpha=0.1, success_test="fixed", batch_size=25)
+    assert (target.n_grad, target.n_test, target.alpha, target.success_test, target.batch_size) == (
+        4, 50, 0.1, "fixed", 25)
+    assert SmoothedTarget() == SmoothedTarget(n_grad=128, n_test=10000, alpha=0.05, success_test="sequential",
+                                              batch_size=1000)  # the paper's, and `wsmooth attack --smoothed`'s
+    for cls in (WassersteinPGD, FrankWolfeAttack, DualProjectionPGD, FlowAttack):
+        assert cls(smooth, smoothing=target).smoothing is target
+        assert cls(smooth).smoothing == SmoothedTarget()
+        assert cls(digits_model).smoothing is None  # a plain classifier has no smoothed target
+        with pytest.raises(ValueError, match="smoothing applies to a smoothed target"):
+            cls(digits_model, smoothing=target)
+        with pytest.raises(ValueError, match="smoothing must be a SmoothedTarget, got dict"):
+            cls(smooth, smoothing={"n_grad": 4})
+        with pytest.raises(TypeError, match="n_grad"):  # the five keywords each attack took are one argument now
+            cls(smooth, n_grad=4)
+    # the target's settings are the ones the attack uses: gradients over n_grad samples, the fixed test's votes
+    x, y = load_dataset("digits", "test")
+    calls = []
+    real_soft, real_predict = smooth.soft_forward, smooth.predict_batch
+    smooth.soft_forward = lambda images, n, **kw: calls.append(("soft", n)) or real_soft(images, n, **kw)
+    smooth.predict_batch = lambda images, n, alpha, batch_size, keys: (
+        calls.append(("predict", n, alpha, batch_size)) or real_predict(images, n, alpha, batch_size, keys=keys))
+    FlowAttack(smooth, eps=0.05, max_iter=1, smoothing=target).attack(x[:2], y[:2])
+    assert set(calls) == {("predict", 50, 0.1, 25), ("soft", 4)}
 
 
 def test_bad_inputs():

@@ -111,7 +111,7 @@ def test_smoothed_attack_success_test_is_a_setting(checkpoint, tmp_path):
                  *FAST[:2], "--max-iter", "3", *FAST[4:], "--resume"]) == 2
     plain = tmp_path / "plain.tsv"
     assert main(["attack", str(checkpoint), "--dataset", "digits", "--max", "1", "--out", str(plain), *FAST]) == 0
-    assert read_log(plain)[1][0]["success_test"] is None
+    assert "success_test" not in read_log(plain)[0]  # a plain attack has no smoothed target
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -230,10 +230,10 @@ def test_distances_of_a_colour_example():
 
 
 @pytest.mark.parametrize("method", ["frank-wolfe", "pgd-dual", "flow", "sinkhorn"])
-def test_methods_fixed_eps_log_true_w1_and_refuse_mismatched_resume(checkpoint, tmp_path, method):
+def test_methods_fixed_eps_log_true_w1_and_refuse_mismatched_resume(checkpoint, tmp_path, capsys, method):
     out, adv_path = tmp_path / f"{method}.tsv", tmp_path / f"{method}.pt"
     base = ["attack", str(checkpoint), "--dataset", "digits", "--out", str(out), "--save-adv", str(adv_path),
-            "--method", method, "--eps", "0.4", "--max-iter", "8", "--sinkhorn-iter", "60", "--no-progress"]
+            "--method", method, "--eps", "0.4", "--max-iter", "8", "--no-progress"]
     assert main(base + ["--max", "4"]) == 0
     _, rows = read_log(out)
     assert {r["method"] for r in rows} == {method} and {r["eps"] for r in rows} == {0.4}
@@ -252,6 +252,7 @@ def test_methods_fixed_eps_log_true_w1_and_refuse_mismatched_resume(checkpoint, 
     other = "flow" if method != "flow" else "frank-wolfe"
     assert main([*base[:base.index("--method")], "--method", other, *base[base.index("--method") + 2:],
                  "--max", "6", "--resume"]) == 2
+    assert f"it was written with method='{method}', this run has method='{other}'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["frank-wolfe", "pgd-dual", "flow"])
@@ -268,3 +269,111 @@ def test_smoothed_attack_other_methods(checkpoint, tmp_path, method):
     again = smooth.predict_batch(saved["adv"], n=64, alpha=0.05, batch_size=256, keys=saved["idx"])
     assert again.tolist() == [r["adv_predict"] for r in rows]
     assert [r["success"] for r in rows] == [int(a != r["label"]) for a, r in zip(again.tolist(), rows)]
+
+
+# ---------------------------------------------------------------------------------- the settings a log records
+FIRST = ["idx", "label", "predict", "radius", "w1", "success", "time", "adv_predict", "w1_l1", "iterations",
+         "mass_change", "channel_gap"]
+IDENTITY = ["model_sha256", "dataset", "split", "precision"]
+SCHEDULE = ["eps0", "eps_factor", "eps_every", "max_iter"]
+SMOOTHED = ["--smoothed", "--n-grad", "4", "--n-test", "64", "--batch", "256", "--seed", "7"]
+
+
+@pytest.mark.parametrize("method, smoothed, settings", [
+    ("flow", False, ["mode", "method", "eps", *SCHEDULE, "flow_step", "adv_saved"]),
+    ("frank-wolfe", False, ["mode", "method", "eps", *SCHEDULE, "ground", "gamma", "kernel_size", "adv_saved"]),
+    ("pgd-dual", False, ["mode", "method", "eps", *SCHEDULE, "ground", "kernel_size", "step", "adv_saved"]),
+    ("sinkhorn", False, ["mode", "method", "eps", *SCHEDULE, "p", "kernel_size", "reg", "step", "norm",
+                         "projection", "sinkhorn_iter", "sinkhorn_tol", "adv_saved"]),
+    ("flow", True, ["mode", "noise", "sigma", "seed", "n_grad", "n_test", "alpha", "success_test", "method", "eps",
+                    *SCHEDULE, "flow_step", "adv_saved"])])
+def test_each_log_records_the_settings_its_attack_takes(checkpoint, tmp_path, method, smoothed, settings):
+    """The columns of a log: its attack's settings (the schedule and its own) and, attacking a smoothed
+    classifier, the smoothed target's; never another attack's (the flow log has no reg, p or kernel_size)."""
+    out = tmp_path / "a.tsv"
+    assert main(["attack", str(checkpoint), "--dataset", "digits", "--max", "2", "--method", method, "--eps", "0.3",
+                 "--max-iter", "2", "--out", str(out), "--no-progress", *(SMOOTHED if smoothed else [])]) == 0
+    columns, rows = read_log(out)
+    assert columns == FIRST + settings + IDENTITY
+    assert {(r["method"], r["eps"], r["eps0"], r["max_iter"], r["adv_saved"]) for r in rows} == {
+        (method, 0.3, 0.3, 2, 0)}
+    if smoothed:
+        assert {(r["mode"], r["n_grad"], r["n_test"], r["alpha"], r["seed"], r["success_test"]) for r in rows} == {
+            ("smoothed", 4, 64, 0.05, 7, "sequential")}
+    else:
+        assert {r["mode"] for r in rows} == {"plain"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "flow", "--reg", "2000"], "--reg does not apply to --method flow: it is a setting of sinkhorn"),
+    (["--method", "frank-wolfe", "--step", "0.2"],
+     "--step does not apply to --method frank-wolfe: it is a setting of sinkhorn, pgd-dual"),
+    (["--gamma", "0.1", "--flow-step", "0.1"],
+     "--gamma, --flow-step do not apply to --method sinkhorn: --gamma is a setting of frank-wolfe; --flow-step is a "
+     "setting of flow"),
+    (["--method", "pgd-dual", "--p", "2", "--norm", "l2"],
+     "--p, --norm do not apply to --method pgd-dual: they are settings of sinkhorn")])
+def test_a_setting_the_method_does_not_take_is_refused(checkpoint, tmp_path, capsys, extra, message):
+    out = tmp_path / "x.tsv"
+    assert main(["attack", str(checkpoint), "--dataset", "digits", "--out", str(out), "--no-progress", *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"wsmooth attack: error: {message}"]
+    assert not out.exists()
+
+
+def test_resume_compares_only_the_settings_the_attack_takes(checkpoint, tmp_path, capsys):
+    out = tmp_path / "flow.tsv"
+    base = ["attack", str(checkpoint), "--dataset", "digits", "--method", "flow", "--eps", "0.3", "--max-iter", "3",
+            "--out", str(out), "--no-progress"]
+    assert main(base + ["--max", "2"]) == 0
+    before = out.read_bytes()
+    # --reg (sinkhorn's) is refused before any work, however the log was written
+    assert main(base + ["--max", "4", "--resume", "--reg", "2000"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "wsmooth attack: error: --reg does not apply to --method flow: it is a setting of sinkhorn"]
+    assert out.read_bytes() == before
+    # without it the log resumes: the settings flow does not take are no part of it
+    assert main(base + ["--max", "4", "--resume"]) == 0
+    assert [r["idx"] for r in read_log(out)[1]] == [0, 1, 2, 3]
+    # a setting flow takes must match
+    assert main(base + ["--max", "5", "--resume", "--flow-step", "0.1"]) == 2
+    assert "it was written with flow_step=0.05, this run has flow_step=0.1" in capsys.readouterr().err
+
+
+# The header of a flow log written before each log recorded only its attack's settings: every attack's settings in
+# every log (None where the attack does not take them), the smoothed target's in plain logs too. Taken from the
+# frozen checkout: `wsmooth attack m.pt --dataset digits --max 2 --method flow --eps 0.3 --max-iter 2 --out a.tsv`.
+OLD_HEADER = ("idx label predict radius w1 success time adv_predict w1_l1 iterations mass_change channel_gap mode "
+              "noise sigma n_grad n_test alpha seed p kernel_size reg eps0 eps_factor eps_every max_iter step norm "
+              "sinkhorn_iter sinkhorn_tol method eps ground gamma flow_step success_test projection adv_saved "
+              "model_sha256 dataset split precision").split()
+# what the old layout wrote for the settings the attack did not take: the settings' defaults then
+OLD_ALWAYS = {"p": 1.0, "kernel_size": 5, "reg": 1000.0, "step": 0.1, "norm": "linf", "sinkhorn_iter": 400,
+              "sinkhorn_tol": 0.0001}
+
+
+@pytest.mark.parametrize("rows", [2, 0])
+def test_a_log_of_the_older_layout_is_refused_on_resume(checkpoint, tmp_path, capsys, rows):
+    """A flow log of the older layout, written for this very run (its rows hold this run's values wherever both
+    layouts have a column, so comparing the shared columns would continue it): refused in one line saying so, and
+    left as it was. The same run's log of this layout resumes."""
+    from wsmooth_ext.runs.logfile import format_field
+
+    new, old = tmp_path / "new.tsv", tmp_path / "old.tsv"
+    base = ["attack", str(checkpoint), "--dataset", "digits", "--method", "flow", "--eps", "0.3", "--max-iter", "2",
+            "--no-progress"]
+    assert main(base + ["--max", "2", "--out", str(new)]) == 0
+    lines = ["\t".join(OLD_HEADER)]
+    for row in read_log(new)[1][:rows]:
+        row = {**OLD_ALWAYS, **row}
+        lines.append("\t".join(format_field(row.get(c)) for c in OLD_HEADER))
+    old.write_text("\n".join(lines) + "\n")
+    before = old.read_bytes()
+    assert main(base + ["--max", "3", "--out", str(old), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"wsmooth attack: error: cannot resume {old}: it was written by an "
+                                               "older layout of the attack log")
+    assert err[0].endswith("and cannot be continued: write a new log")
+    assert ("which flow does not take" if rows else "settings of several attacks") in err[0]
+    assert old.read_bytes() == before
+    assert main(base + ["--max", "3", "--out", str(new), "--resume"]) == 0
+    assert [r["idx"] for r in read_log(new)[1]] == [0, 1, 2]

@@ -1,6 +1,7 @@
 """The recipe "how to add an attack" of docs/architecture.md, followed: an attack class and one AttackSpec entry
 in the registry (``attacks/registry.py``: ``ATTACKS``) and nothing else; ``wsmooth attack --method NAME`` then
-runs it and logs its examples with their exact W1, and without the entry the name is refused."""
+runs it and logs its examples with their exact W1 (against the model, or the smoothed classifier: the attack takes
+the one smoothed target of every attack), and without the entry the name is refused."""
 
 import math
 
@@ -35,9 +36,8 @@ class OneEdgeAttack(StateAttack):
     exact W1 (either ground metric, mass-normalized) is |δ_e|."""
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, eps_factor: float = 1.0, eps_every: int = 10,
-                 max_iter: int = 100, n_grad: int = 128, n_test: int = 10000, alpha: float = 0.05,
-                 batch_size: int = 1000, success_test: str = "sequential"):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
+                 max_iter: int = 100, smoothing=None):
+        self._init_target(model_or_callable, smoothing)  # the smoothed target, declared by attacks/target.py
         self._init_schedule(eps, eps_factor, eps_every, max_iter)
 
     def init_state(self, x):
@@ -91,10 +91,12 @@ def test_wsmooth_attack_runs_the_new_attack_and_logs_exact_w1(registered, traine
     assert _attack(trained_digits_checkpoint, out, registered, "--save-adv", str(adv_path)) == 0
     _, rows = read_log(out)
     assert [r["idx"] for r in rows] == list(range(IMAGES))
-    # the settings: its name, the schedule given, the other attacks' own settings absent
+    # the settings: its name and the schedule given; no other attack's settings, no smoothed target's
+    columns = read_log(out)[0]
+    assert columns[columns.index("channel_gap") + 1:columns.index("model_sha256")] == [
+        "mode", "method", "eps", "eps0", "eps_factor", "eps_every", "max_iter", "adv_saved"]
     assert {(r["method"], r["eps0"], r["eps_factor"], r["eps_every"], r["max_iter"], r["eps"]) for r in rows} == {
         (registered, 0.01, 1.5, 2, 20, None)}
-    assert {(r["ground"], r["gamma"], r["flow_step"], r["projection"]) for r in rows} == {(None, None, None, None)}
 
     saved = torch.load(adv_path, weights_only=True)
     images, labels = load_dataset("digits", "test")
@@ -139,6 +141,58 @@ def test_wsmooth_attack_runs_the_new_attack_and_logs_exact_w1(registered, traine
     assert {k: parse_field(format_field(v)) for k, v in step.settings().items()} == {k: rows[0][k]
                                                                                     for k in step.settings()}
     assert isinstance(step.build(model), OneEdgeAttack) and step.build(model).eps0 == 0.01
+
+
+def test_the_new_attack_gets_the_smoothed_target(registered, trained_digits_checkpoint, tmp_path):
+    """Declared nowhere in the attack's class or entry, the smoothed target's options reach it: the log records
+    them, the class holds them, and its success test is the smoothed classifier's prediction of the saved example."""
+    from wsmooth_ext.attacks.target import SmoothedTarget
+    from wsmooth_ext.core.smooth import Smooth
+
+    out, adv_path = tmp_path / "smoothed.tsv", tmp_path / "smoothed.pt"
+    assert _attack(trained_digits_checkpoint, out, registered, "--smoothed", "--n-grad", "4", "--n-test", "64",
+                   "--alpha", "0.1", "--success-test", "fixed", "--batch", "128", "--seed", "5",
+                   "--save-adv", str(adv_path)) == 0
+    columns, rows = read_log(out)
+    assert columns[columns.index("channel_gap") + 1:columns.index("model_sha256")] == [
+        "mode", "noise", "sigma", "seed", "n_grad", "n_test", "alpha", "success_test", "method", "eps", "eps0",
+        "eps_factor", "eps_every", "max_iter", "adv_saved"]
+    assert {(r["mode"], r["n_grad"], r["n_test"], r["alpha"], r["success_test"], r["seed"]) for r in rows} == {
+        ("smoothed", 4, 64, 0.1, "fixed", 5)}
+    model, meta = load_checkpoint(trained_digits_checkpoint)
+    smooth = Smooth(model, 10, meta["sigma"], noise=meta["noise"], seed=5)
+    saved = torch.load(adv_path, weights_only=True)
+    again = smooth.predict_batch(saved["adv"], n=64, alpha=0.1, batch_size=128, keys=saved["idx"])
+    assert again.tolist() == [r["adv_predict"] for r in rows]
+    # the experiments' attack step builds it with the same target
+    step = Attack(log="x.tsv", label="x", method=registered, eps0=0.01, eps_factor=1.5, eps_every=2, max_iter=20,
+                  smoothing={"noise": meta["noise"], "sigma": meta["sigma"], "seed": 5, "n_grad": 4, "n_test": 64,
+                             "alpha": 0.1, "success_test": "fixed"})
+    attack = step.build(smooth)
+    assert isinstance(attack, OneEdgeAttack) and attack.smoothing == SmoothedTarget(
+        n_grad=4, n_test=64, alpha=0.1, success_test="fixed")
+    assert {k: parse_field(format_field(v)) for k, v in step.settings().items()} == {k: rows[0][k]
+                                                                                    for k in step.settings()}
+
+
+def test_adversarial_training_against_the_new_attack_comes_from_its_entry(registered, trained_digits_checkpoint):
+    """The training method of an entry (what `wsmooth train --adversarial NAME` runs for each registered attack)
+    perturbs with its class at the radius of the epoch: every example moved along one edge, by at most eps."""
+    from wsmooth_ext.training.adversarial import Adversary, adversarial_method
+    from wsmooth_ext.training.registry import record
+
+    method = adversarial_method(ONE_EDGE)
+    args = record(method, method.params(adv_eps=0.05, adv_eps_warmup=0, adv_attack_steps=3))
+    assert (args["adversarial"], args["adv_attack_params"]) == ("one-edge", {})
+    assert Adversary(args).attack(torch.nn.Identity(), 0.05).__class__ is OneEdgeAttack
+    images, labels = load_dataset("digits", "test")
+    x, y = images[:6], labels[:6]
+    model = load_checkpoint(trained_digits_checkpoint)[0]
+    adv = Adversary(args).perturb(model, x, y, 0)
+    for clean, moved in zip(x.double(), adv.double()):
+        changed = (moved - clean).flatten().nonzero().flatten()
+        assert changed.numel() == 2
+        assert float((moved - clean).abs().sum() / 2 / clean.sum()) <= 0.05 * (1 + 1e-6)
 
 
 def test_the_new_attack_is_offered_in_help(registered, capsys):

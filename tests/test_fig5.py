@@ -101,7 +101,8 @@ def test_writes_models_logs_tables_and_curves(done):
             assert columns[:7] == ["idx", "label", "predict", "radius", "w1", "success", "time"]
             assert [r["idx"] for r in rows] == [0, 1, 2, 3]
             settings = {(r["method"], r["mode"], r["eps0"], r["eps_factor"], r["eps_every"], r["max_iter"], r["eps"],
-                         r["n_test"], r["n_grad"], r["sigma"]) for r in rows}
+                         r.get("n_test"), r.get("n_grad"), r.get("sigma")) for r in rows}
+            assert ("n_grad" in columns) == (m == "smoothed")  # a plain attack's log has no smoothed target
             smoothed = (("smoothed", 0.1, 2.0, 1, 3, None, 32, 4, 0.01) if m == "smoothed"
                         else ("plain", 0.1, 2.0, 1, 3, None, None, None, None))
             assert settings == {(a,) + smoothed}
@@ -361,3 +362,19 @@ def test_help_states_units_defaults_quick_and_time(capsys):
                    "(default 128; 16 with --quick)", "default flow)", "(default 0.01, the paper's Fig. 5)",
                    "exact W1", "hours", "about 5 minutes", "--resume"):
         assert phrase in text, phrase
+
+
+def test_adversarial_training_choices_are_the_attack_registry():
+    """fig5 trains its adversarial model against any attack of the registry (what `wsmooth train --adversarial`
+    takes), pgd-dual included, and states the eps units of the one chosen."""
+    from types import SimpleNamespace
+
+    from wsmooth_ext.attacks.registry import ATTACKS
+    from wsmooth_ext.training.registry import names
+
+    option = next(o for o in fig5.OPTIONS if o.name == "adv_training")
+    assert option.choices == tuple(ATTACKS) == names("adversarial")[1:] and "pgd-dual" in option.choices
+    s = SimpleNamespace(adv_training="pgd-dual", adv_eps=0.2, adv_eps_warmup=3, adv_attack_steps=4, sigma=0.01)
+    kwargs, how = fig5._training("adversarial", s)
+    assert (kwargs["adversarial"], kwargs["adv_eps"], kwargs["noise"]) == ("pgd-dual", 0.2, "none")
+    assert how.startswith("pgd-dual adversarial training, eps 0.2 (W1 bound, L2 ground, mass-normalized)")

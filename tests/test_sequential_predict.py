@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from wsmooth_ext import Smooth
-from wsmooth_ext.attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack, WassersteinPGD
+from wsmooth_ext.attacks import DualProjectionPGD, FlowAttack, FrankWolfeAttack, SmoothedTarget, WassersteinPGD
 from wsmooth_ext.inputs.data import load_dataset
 from wsmooth_ext.core.smooth import ABSTAIN
 from wsmooth_ext.core.statistics import decide_look, min_samples_to_predict, sequential_looks
@@ -157,8 +157,8 @@ def test_smoothed_attack_sequential_agrees_with_fixed(digits_model, method):
     results = {}
     for test in ("fixed", "sequential"):
         smooth = Smooth(digits_model, num_classes=10, sigma=0.005, noise="flow-laplace", seed=3)
-        common = dict(eps_factor=1.5, eps_every=2, max_iter=6, n_grad=8, n_test=2000, alpha=0.05,
-                      batch_size=500, success_test=test)
+        common = dict(eps_factor=1.5, eps_every=2, max_iter=6,
+                      smoothing=SmoothedTarget(n_grad=8, n_test=2000, alpha=0.05, batch_size=500, success_test=test))
         attack = {"sinkhorn": lambda: WassersteinPGD(smooth, eps0=0.05, step=0.1, sinkhorn_iter=50, **common),
                   "frank-wolfe": lambda: FrankWolfeAttack(smooth, eps=0.05, **common),
                   "pgd-dual": lambda: DualProjectionPGD(smooth, eps=0.05, **common),
@@ -174,9 +174,11 @@ def test_smoothed_attack_sequential_agrees_with_fixed(digits_model, method):
 
 
 def test_success_test_argument():
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    with pytest.raises(ValueError, match="success_test"):
-        WassersteinPGD(model, success_test="bonferroni")
-    assert FlowAttack(model).success_test == "sequential"
-    assert FrankWolfeAttack(model, success_test="fixed").success_test == "fixed"
-    assert DualProjectionPGD(model).success_test == "sequential"
+    smooth = Smooth(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), 10, 0.1)
+    with pytest.raises(ValueError, match="success_test must be one of sequential, fixed, got 'bonferroni'"):
+        SmoothedTarget(success_test="bonferroni")
+    assert FlowAttack(smooth).smoothing.success_test == "sequential"
+    fixed = SmoothedTarget(success_test="fixed")
+    assert FrankWolfeAttack(smooth, smoothing=fixed).smoothing.success_test == "fixed"
+    assert DualProjectionPGD(smooth).smoothing.success_test == "sequential"
+    assert WassersteinPGD(smooth, smoothing=fixed).smoothing is fixed

@@ -119,7 +119,7 @@ def test_a_registered_method_gets_its_cli_options(label_smoothing, tmp_path, cap
 def test_registry_without_the_new_method_is_as_before():
     assert "label-smoothing" not in registry.METHODS  # the fixture's registration was undone
     assert registry.names("method") == ("noise", "consistency", "smoothadv", "macer")
-    assert registry.names("adversarial") == ("none", "sinkhorn", "frank-wolfe", "flow")
+    assert registry.names("adversarial") == ("none", "sinkhorn", "frank-wolfe", "pgd-dual", "flow")
 
 
 # ---------------------------------------------------------------------------------- old checkpoints

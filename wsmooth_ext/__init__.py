@@ -27,6 +27,7 @@ _LAZY = {
     "FrankWolfeAttack": "attacks",
     "DualProjectionPGD": "attacks",
     "FlowAttack": "attacks",
+    "SmoothedTarget": "attacks",
     "projected_sinkhorn": "attacks",
     "NOISES": "core.noises",
     "load_dataset": "inputs.data",

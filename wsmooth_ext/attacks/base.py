@@ -3,10 +3,9 @@ input checks, and the outer loop of attacks that carry a state (a coupling, a fl
 
 Smoothed targets (``docs/attacks.md`` §Attacking smoothed classifiers): gradients of the cross-entropy of the
 soft smoothed classifier (``soft_forward``, ``n_grad`` fresh samples per call); success decided by the hard
-smoothed prediction at level ``alpha`` with up to ``n_test`` samples (abstaining = fooled). ``success_test``
-picks how: "sequential" (default; ``Smooth.predict_batch_sequential``: looks after 1%, 3%, 10%, 30% and 100% of
-the samples, α split by Bonferroni, so a clear-cut image costs n_test/100 votes) or "fixed" (``predict_batch``,
-all n_test votes every time: Cohen's ``predict`` as the paper ran it).
+smoothed prediction at level ``alpha`` with up to ``n_test`` samples (abstaining = fooled), by the
+``success_test`` "sequential" (default) or "fixed". Those settings are one argument of every attack,
+``smoothing=`` a :class:`~.target.SmoothedTarget`, checked there once.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from ..infra.options import EPS, EPS0, EPS_FACTOR
 from ..infra.ranges import check_grown_radius, check_soft_samples
+from .target import SmoothedTarget
 
 
 @dataclass
@@ -44,9 +44,6 @@ class AttackResult:
     iterations: torch.Tensor
 
 
-SUCCESS_TESTS = ("sequential", "fixed")
-
-
 def _is_smoothed(obj) -> bool:
     return callable(getattr(obj, "soft_forward", None)) and callable(getattr(obj, "predict_batch", None))
 
@@ -62,21 +59,19 @@ def _positive(name, value, integer=False, minimum_exclusive=0.0):
 class TargetAttack:
     """Base: the attacked classifier and the pieces every attack uses."""
 
-    def _init_target(self, model_or_callable, n_grad, n_test, alpha, batch_size, success_test="sequential"):
+    def _init_target(self, model_or_callable, smoothing: SmoothedTarget | None = None):
+        """The target and, for a ``Smooth``, its :class:`~.target.SmoothedTarget` (``smoothing``; None: the
+        defaults). ``self.smoothing`` is None for a plain classifier, which takes no smoothing settings."""
         if not callable(model_or_callable) and not _is_smoothed(model_or_callable):
             raise ValueError("model_or_callable must be a classifier (callable returning logits) or a Smooth, "
                              f"got {type(model_or_callable).__name__}")
         self.model = model_or_callable
         self.smoothed = _is_smoothed(model_or_callable)
-        self.n_grad = _positive("n_grad", n_grad, integer=True)
-        self.n_test = _positive("n_test", n_test, integer=True)
-        self.alpha = _positive("alpha", alpha)
-        if self.alpha >= 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-        self.batch_size = _positive("batch_size", batch_size, integer=True)
-        if success_test not in SUCCESS_TESTS:
-            raise ValueError(f"success_test must be one of {SUCCESS_TESTS}, got {success_test!r}")
-        self.success_test = success_test
+        if smoothing is not None and not isinstance(smoothing, SmoothedTarget):
+            raise ValueError(f"smoothing must be a SmoothedTarget, got {type(smoothing).__name__}")
+        if smoothing is not None and not self.smoothed:
+            raise ValueError("smoothing applies to a smoothed target (a Smooth); the target is a plain classifier")
+        self.smoothing = (smoothing or SmoothedTarget()) if self.smoothed else None
 
     def _init_schedule(self, eps0, eps_factor, eps_every, max_iter):
         # the stated ranges of the CLI options (wsmooth_ext.infra.ranges): a radius the float32 iterates can hold
@@ -89,17 +84,18 @@ class TargetAttack:
         check_grown_radius(self.eps0, self.eps_factor, self.max_iter, self.eps_every,
                            ("eps0", "eps_factor", "max_iter", "eps_every"))
         if self.smoothed:
-            check_soft_samples(self.max_iter, self.n_grad, ("max_iter", "n_grad"))
+            check_soft_samples(self.max_iter, self.smoothing.n_grad, ("max_iter", "n_grad"))
 
     def predict(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Hard prediction [N] (int64, on x's device): base argmax, or the smoothed prediction (−1 abstain)."""
         with torch.no_grad():
             if self.smoothed:
-                if self.success_test == "sequential":
-                    pred = self.model.predict_batch_sequential(x, n=self.n_test, alpha=self.alpha,
-                                                               batch_size=self.batch_size, keys=keys.cpu())[0]
+                t = self.smoothing
+                if t.success_test == "sequential":
+                    pred = self.model.predict_batch_sequential(x, n=t.n_test, alpha=t.alpha, batch_size=t.batch_size,
+                                                               keys=keys.cpu())[0]
                 else:
-                    pred = self.model.predict_batch(x, n=self.n_test, alpha=self.alpha, batch_size=self.batch_size,
+                    pred = self.model.predict_batch(x, n=t.n_test, alpha=t.alpha, batch_size=t.batch_size,
                                                     keys=keys.cpu())
                 return torch.as_tensor(pred, dtype=torch.int64).to(x.device)
             return self.model(x).argmax(dim=1)
@@ -114,7 +110,7 @@ class TargetAttack:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             if self.smoothed:
-                probs = self.model.soft_forward(x, self.n_grad, keys=keys.cpu(), step=step)
+                probs = self.model.soft_forward(x, self.smoothing.n_grad, keys=keys.cpu(), step=step)
                 loss = F.nll_loss(torch.log(probs.clamp_min(1e-30)), y, reduction="sum")
             else:
                 loss = F.cross_entropy(self.model(x), y, reduction="sum")

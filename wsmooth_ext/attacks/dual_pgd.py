@@ -27,6 +27,7 @@ import torch
 
 from .base import StateAttack, _positive
 from .frank_wolfe import cap_columns, column_sums, gather_window, identity_plan, plan_cost, window_cost
+from .target import SmoothedTarget
 
 _OUTSIDE = -1e30  # score of offsets that leave the image: never in a projected row's support
 
@@ -99,14 +100,13 @@ class DualProjectionPGD(StateAttack):
         step: ascent step on π per iteration, in pixel-mass units per coupling entry, after normalizing the
             gradient to max |G| = 1 per example.
         kernel_size: k of the transport window; ground: "l2" (cost ‖o‖₂) or "l1" (‖o‖₁).
-        n_grad, n_test, alpha, batch_size, success_test: as in :class:`.WassersteinPGD` (smoothed targets).
+        smoothing: with a ``Smooth``, its :class:`~.target.SmoothedTarget` (None: the defaults).
     """
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, step: float = 0.1, kernel_size: int = 5,
                  ground: str = "l2", max_iter: int = 100, eps_factor: float = 1.0, eps_every: int = 10,
-                 n_grad: int = 128, n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000,
-                 success_test: str = "sequential"):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
+                 smoothing: SmoothedTarget | None = None):
+        self._init_target(model_or_callable, smoothing)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.cost = window_cost(kernel_size, ground, dtype=torch.float64)  # validates both
         self.kernel_size, self.ground = int(kernel_size), ground

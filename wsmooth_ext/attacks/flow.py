@@ -25,6 +25,7 @@ import torch
 from ..core.flows import project_l1_ball
 from ..core.ops import divergence, divergence_adjoint
 from .base import StateAttack, _positive
+from .target import SmoothedTarget
 
 ROUNDING = 1e-12  # float64 noise of the image tolerated (and set to the bound); more raises RuntimeError
 
@@ -81,13 +82,12 @@ class FlowAttack(StateAttack):
             With eps_factor > 1 the initial radius of a growing schedule (as :class:`FrankWolfeAttack`).
         max_iter, eps_factor, eps_every: the schedule; step: step length as a fraction of ε (L2 norm of the
             gradient step, before projection).
-        n_grad, n_test, alpha, batch_size, success_test: smoothed targets, as :class:`WassersteinPGD`.
+        smoothing: with a ``Smooth``, its :class:`~.target.SmoothedTarget` (None: the defaults).
     """
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, max_iter: int = 100, eps_factor: float = 1.0,
-                 eps_every: int = 10, step: float = 0.05, n_grad: int = 128, n_test: int = 10000,
-                 alpha: float = 0.05, batch_size: int = 1000, success_test: str = "sequential"):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
+                 eps_every: int = 10, step: float = 0.05, smoothing: SmoothedTarget | None = None):
+        self._init_target(model_or_callable, smoothing)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.step = _positive("step", step)
 

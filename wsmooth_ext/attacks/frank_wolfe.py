@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import StateAttack, _positive
+from .target import SmoothedTarget
 
 GROUNDS = ("l2", "l1")
 
@@ -208,15 +209,13 @@ class FrankWolfeAttack(StateAttack):
         gamma: entropy weight of the LMO, in units of the per-example normalized gradient (max |G| = 1).
         capacity_rounds: Bregman steps on the capacity multipliers ν per LMO (warm-started across iterations;
             0: none). They keep the LMO from piling mass onto pixels that the column capping then empties.
-        n_grad, n_test, alpha, batch_size, success_test: as in :class:`WassersteinPGD` (smoothed targets).
+        smoothing: with a ``Smooth``, its :class:`~.target.SmoothedTarget` (None: the defaults).
     """
 
     def __init__(self, model_or_callable, eps: float = 0.3, *, kernel_size: int = 5, ground: str = "l2",
                  max_iter: int = 100, eps_factor: float = 1.0, eps_every: int = 10, gamma: float = 0.03,
-                 capacity_rounds: int = 10, n_grad: int = 128,
-                 n_test: int = 10000, alpha: float = 0.05, batch_size: int = 1000,
-                 success_test: str = "sequential"):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
+                 capacity_rounds: int = 10, smoothing: SmoothedTarget | None = None):
+        self._init_target(model_or_callable, smoothing)
         self._init_schedule(_positive("eps", eps), eps_factor, eps_every, max_iter)
         self.cost = window_cost(kernel_size, ground, dtype=torch.float64)  # validates both
         self.kernel_size, self.ground = int(kernel_size), ground

@@ -17,6 +17,7 @@ import torch
 
 from .base import StateAttack, _positive
 from .sinkhorn import local_cost, log_local_operator, projected_sinkhorn
+from .target import SmoothedTarget
 
 __all__ = ["WassersteinPGD", "NORMS", "PROJECTIONS"]
 
@@ -39,11 +40,8 @@ class WassersteinPGD(StateAttack):
             of the examples still standing is multiplied by eps_factor after every eps_every iterations.
         max_iter: PGD iterations; step: step size in pixel units; norm: "linf" (sign steps, the paper's) or
             "l2" (steps along the normalized gradient).
-        n_grad: noise samples per gradient (smoothed mode; 128 in the paper); n_test, alpha, batch_size:
-            the hard smoothed prediction used as success test (10,000 samples, α = 0.05 in the paper).
-        success_test: "sequential" (default: stops counting votes at the first of the looks after 1%, 3%, 10%,
-            30%, 100% of n_test that decides, α split by Bonferroni) or "fixed" (all n_test votes, Cohen's
-            ``predict``); see :mod:`.base`.
+        smoothing: with a ``Smooth``, its :class:`~.target.SmoothedTarget` (None: the defaults, the paper's:
+            128 noise samples per gradient, success tested with 10,000 samples at α = 0.05, sequentially).
         sinkhorn_iter, sinkhorn_tol: the projection's iteration limit and its stopping tolerance (relative
             mass error of the projected image; its transport cost must also be ≤ ε(1 + 1e-3)).
         projection: "box" (default: onto the intersection of the ball, the clean image's mass and pixels
@@ -53,10 +51,9 @@ class WassersteinPGD(StateAttack):
 
     def __init__(self, model_or_callable, p: float = 1, kernel_size: int = 5, reg: float = 1000,
                  eps0: float = 0.3, eps_factor: float = 1.1, eps_every: int = 10, max_iter: int = 200,
-                 step: float = 0.1, norm: str = "linf", *, n_grad: int = 128, n_test: int = 10000,
-                 alpha: float = 0.05, batch_size: int = 1000, sinkhorn_iter: int = 400,
-                 sinkhorn_tol: float = 1e-4, success_test: str = "sequential", projection: str = "box"):
-        self._init_target(model_or_callable, n_grad, n_test, alpha, batch_size, success_test)
+                 step: float = 0.1, norm: str = "linf", *, smoothing: SmoothedTarget | None = None,
+                 sinkhorn_iter: int = 400, sinkhorn_tol: float = 1e-4, projection: str = "box"):
+        self._init_target(model_or_callable, smoothing)
         self.p = _positive("p", p)
         self.cost = local_cost(kernel_size, self.p, dtype=torch.float64)  # validates kernel_size
         self.kernel_size = int(kernel_size)

@@ -4,10 +4,14 @@
 :data:`ATTACKS` maps each attack's name to its :class:`AttackSpec`: the class, the settings it takes, how it is
 built from them, what its nominal ε bounds and a one-line help. :data:`SETTINGS` are the settings an attack can
 take — each an :class:`~wsmooth_ext.infra.options.Option` of ``wsmooth attack`` with its default, its range
-or choices, and its help. ``wsmooth attack``'s ``--method`` choices and options, the settings its logs record, the
-experiments' attack steps and choices, and the analysis' axis labels all derive from here (read at call time,
-so an entry added later counts). Adding an attack is its class and one entry in :data:`ATTACKS`
-(docs/architecture.md §How to add an attack; ``tests/test_attack_recipe.py`` follows it).
+or choices, and its help. The smoothed target every attack takes is not a setting of its own: it is one
+:class:`~.target.SmoothedTarget` (``smoothing=``). ``wsmooth attack``'s ``--method`` choices and options, the
+settings its logs record (:func:`log_settings`: the ones the attack takes), the experiments' attack steps and
+choices, the analysis' axis labels, and adversarial training against each attack (``wsmooth train
+--adversarial``, :mod:`wsmooth_ext.training.adversarial`) all derive from here (read at call time, so an entry
+added later counts; training's methods are made when the training registry is imported). Adding an attack is
+its class and one entry in :data:`ATTACKS` (docs/architecture.md §How to add an attack;
+``tests/test_attack_recipe.py`` follows it).
 """
 
 from __future__ import annotations
@@ -20,15 +24,10 @@ from .dual_pgd import DualProjectionPGD
 from .flow import FlowAttack
 from .frank_wolfe import GROUNDS, FrankWolfeAttack
 from .pgd import NORMS, PROJECTIONS, WassersteinPGD
+from .target import SmoothedTarget
 
-__all__ = ["ATTACKS", "AttackSpec", "DEFAULT", "SCHEDULE", "SETTINGS", "defaults", "get", "log_settings", "logged",
-           "method_help", "setting"]
-
-# How an attack log records a setting (runs/attack.py writes the settings as columns, in this order):
-ALWAYS = "always"  # its value, whichever attack ran: the settings of the first logs, which recorded all of them
-# for every method; logs written since keep them, so --resume (which compares every setting) still continues them
-IF_TAKEN = "if taken"  # its value for the attacks that take it, None for the others
-BY_RUNNER = "by the runner"  # not here: runs.attack.attack_to_log records the attack object's own value
+__all__ = ["ATTACKS", "AttackSpec", "DEFAULT", "SCHEDULE", "SETTINGS", "defaults", "get", "log_settings",
+           "method_help", "owners", "setting"]
 
 # The radius schedule of the outer loop: every attack takes these.
 SCHEDULE = ("eps0", "eps_factor", "eps_every", "max_iter")
@@ -62,9 +61,6 @@ SETTINGS: tuple[Option, ...] = (
     _own("sinkhorn_tol", 1e-4, "projection stops once |mass(Z)/mass(X) - 1| <= this and its transport cost "
          "<= eps*(1+1e-3)", Range(0, 1, low_open=True, high_open=True)),
 )
-# how the attack log records each (IF_TAKEN where not listed)
-LOGGED = {**dict.fromkeys(("p", "kernel_size", "reg", *SCHEDULE, "step", "norm", "sinkhorn_iter", "sinkhorn_tol"),
-                          ALWAYS), "projection": BY_RUNNER}
 
 
 def setting(name: str) -> Option:
@@ -73,11 +69,6 @@ def setting(name: str) -> Option:
         if s.name == name:
             return s
     raise KeyError(name)
-
-
-def logged(name: str) -> str:
-    """How the attack log records setting ``name``: ALWAYS, IF_TAKEN or BY_RUNNER."""
-    return LOGGED.get(name, IF_TAKEN)
 
 
 def defaults() -> dict:
@@ -91,11 +82,17 @@ class AttackSpec:
 
     ``name``: the value of ``--method``. ``cls``: its class, a :class:`~.base.StateAttack` (or anything with
     ``attack(x, y, keys)`` → :class:`~.base.AttackResult`) whose constructor takes the target, the radius as
-    keyword ``radius``, ``eps_factor``, ``eps_every``, ``max_iter``, the smoothed target's ``n_grad``,
-    ``n_test``, ``alpha``, ``batch_size``, ``success_test``, and its own ``settings`` (names of
+    keyword ``radius``, ``eps_factor``, ``eps_every``, ``max_iter``, ``smoothing`` (the smoothed target's
+    :class:`~.target.SmoothedTarget`, None for a plain classifier) and its own ``settings`` (names of
     :data:`SETTINGS`; ``keywords`` renames those its constructor calls otherwise). ``nominal``: what its
-    nominal ε (the logged ``radius``) measures, in words: the axis label of the analysis. ``help``: what
-    ``--method``'s help says after its name ("" where the name says it).
+    nominal ε (the logged ``radius``) measures, in words: the axis label of the analysis, and the units of
+    ``--adv-eps`` when training against it. ``help``: what ``--method``'s help says after its name ("" where the
+    name says it). ``min_size``: the fewest pixels its images may have each way.
+
+    Adversarial training against it (``wsmooth train --adversarial NAME``) runs its settings at their
+    defaults, except ``training``: constructor keywords it takes instead of, or besides, those; the defaults and
+    ``training`` are recorded in the checkpoint (``adv_attack_params``, constructor keywords), but for the
+    names in ``unrecorded``, given and not recorded (what checkpoints trained before the setting existed lack).
     """
 
     name: str
@@ -105,33 +102,39 @@ class AttackSpec:
     help: str
     radius: str = "eps"
     keywords: dict = field(default_factory=dict)
+    min_size: int = 1
+    training: dict = field(default_factory=dict)
+    unrecorded: tuple[str, ...] = ()
 
     def takes(self, name: str) -> bool:
         """Whether the attack uses setting ``name`` (its own, or one every attack takes)."""
         return name in self.settings or name in SCHEDULE
 
-    def build(self, target, values: dict, *, eps: float | None = None, **target_options):
+    def build(self, target, values: dict, *, eps: float | None = None, smoothing: SmoothedTarget | None = None):
         """The attack on ``target`` (a classifier or a ``Smooth``) with ``values`` ({setting: value}, every
-        setting it takes): a radius growing from ``eps0``, or fixed at ``eps`` when given (factor 1).
-        ``target_options``: the smoothed target's ``n_grad``, ``n_test``, ``alpha``, ``batch_size``,
-        ``success_test`` (omitted ones at the class's defaults)."""
+        setting it takes; others are ignored): a radius growing from ``eps0``, or fixed at ``eps`` when given
+        (factor 1). ``smoothing``: the smoothed target's settings (a ``Smooth`` only; None: the defaults)."""
         radius, factor = (values["eps0"], values["eps_factor"]) if eps is None else (eps, 1.0)
         own = {self.keywords.get(name, name): values[name] for name in self.settings}
         return self.cls(target, **{self.radius: radius}, eps_factor=factor, eps_every=values["eps_every"],
-                        max_iter=values["max_iter"], **own, **target_options)
+                        max_iter=values["max_iter"], smoothing=smoothing, **own)
 
 
 DEFAULT = "sinkhorn"  # the paper's attack
 
 ATTACKS: dict[str, AttackSpec] = {a.name: a for a in (
+    # training keeps the published projection (clamp to [0, 1] after projecting), which it used before the
+    # attack's default became the mass-keeping "box" and before checkpoints recorded a projection
     AttackSpec("sinkhorn", WassersteinPGD,
                ("p", "kernel_size", "reg", "step", "norm", "projection", "sinkhorn_iter", "sinkhorn_tol"),
-               "radius of the entropic ball (cost |offset|_2)", "projected-Sinkhorn PGD", radius="eps0"),
-    AttackSpec("frank-wolfe", FrankWolfeAttack, ("kernel_size", "ground", "gamma"), "W1 bound, L2 ground", ""),
+               "radius of the entropic ball (cost |offset|_2)", "projected-Sinkhorn PGD", radius="eps0",
+               training={"projection": "clamp"}, unrecorded=("projection",)),
+    AttackSpec("frank-wolfe", FrankWolfeAttack, ("kernel_size", "ground", "gamma"), "W1 bound, L2 ground", "",
+               training={"capacity_rounds": 10}),
     AttackSpec("pgd-dual", DualProjectionPGD, ("step", "kernel_size", "ground"), "W1 bound, L2 ground",
                "PGD with dual projection on couplings"),
     AttackSpec("flow", FlowAttack, ("flow_step",), "L1 norm of the flow plan (≥ W1, L1 ground)", "PGD over flows",
-               keywords={"flow_step": "step"}),
+               keywords={"flow_step": "step"}, min_size=2),
 )}
 
 
@@ -149,11 +152,17 @@ def method_help() -> str:
                      for name, spec in ATTACKS.items())
 
 
-def log_settings(name: str, values: dict, eps: float | None) -> dict:
-    """The attack's settings columns of a log, in order: the :data:`ALWAYS` settings, ``method``, the fixed
-    radius ``eps`` (None: grown from eps0), then the :data:`IF_TAKEN` ones (None where the attack does not take
-    them). ``values``: {setting: value as recorded}."""
+def owners(name: str) -> list[str]:
+    """The attacks that take setting ``name``, in registry order."""
+    return [spec.name for spec in ATTACKS.values() if spec.takes(name)]
+
+
+def log_settings(name: str, values: dict, eps: float | None, smoothing: SmoothedTarget | None = None) -> dict:
+    """The attack's settings columns of a log, in order: the smoothed target's (:meth:`SmoothedTarget.logged`,
+    only with ``smoothing``: a smoothed target), ``method``, the fixed radius ``eps`` (None: grown from eps0),
+    the schedule (:data:`SCHEDULE`) and the attack's own settings, in :data:`SETTINGS` order; none other.
+    ``values``: {setting: value as recorded}."""
     spec = get(name)
-    always = {s.name: values[s.name] for s in SETTINGS if logged(s.name) == ALWAYS}
-    taken = {s.name: values[s.name] if spec.takes(s.name) else None for s in SETTINGS if logged(s.name) == IF_TAKEN}
-    return {**always, "method": name, "eps": eps, **taken}
+    target = smoothing.logged() if smoothing is not None else {}
+    own = {s.name: values[s.name] for s in SETTINGS if s.name in spec.settings and s.name not in SCHEDULE}
+    return {**target, "method": name, "eps": eps, **{n: values[n] for n in SCHEDULE}, **own}

@@ -19,7 +19,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.registry import METHODS, OPTION_HELP, OPTIONS, names
 
     for option, default in OPTIONS.items():
-        listed = ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values() if m.option == option)
+        listed = ", ".join(m.name + (f" ({m.summary})" if m.summary else "") for m in METHODS.values()
+                           if m.option == option)
         parser.add_argument(f"--{option}", choices=names(option), default=default,
                             help=f"{OPTION_HELP[option]} (default {default}): {listed}")
     for key in hyper_keys():

@@ -55,16 +55,21 @@ example:  wsmooth attack model.pt --dataset mnist5k --max-images 100 --out attac
 
 
 
-# The smoothed-classifier options and their defaults: given without --smoothed they would be ignored, so
-# they default to None (refused without --smoothed) and take these values with it.
-SMOOTHED_DEFAULTS = {"n_grad": 128, "n_test": 10000, "alpha": 0.05, "success_test": "sequential", "batch": 1000,
-                     "seed": 0}
+def smoothed_defaults() -> dict:
+    """The smoothed-classifier options and their defaults (the smoothed target's declarations, attacks/target.py,
+    and the seed): given without --smoothed they would be ignored, so they default to None (refused without
+    --smoothed) and take these values with it."""
+    from ..attacks.target import OPTIONS
+    from ..infra.options import SEED
+
+    return {**{option.name: option.default for option in OPTIONS.values()}, "seed": SEED.default}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..attacks.registry import ATTACKS, DEFAULT, SETTINGS, method_help
+    from ..attacks.target import OPTIONS
     from ..core.noises import NOISES
-    from ..infra.options import ALPHA, ATTACK_BATCH, BATCH, EPS, N_GRAD, N_TEST, SEED, SIGMA
+    from ..infra.options import ATTACK_BATCH, EPS, SEED, SIGMA
     from ._common import add_image_selection, add_model_and_data_arguments
 
     parser.epilog = EPILOG
@@ -74,21 +79,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--smoothed", action="store_true", help="attack the smoothed classifier instead of the model")
     g.add_argument("--noise", default=None, choices=NOISES, help="smoothing noise (default: the checkpoint's)")
     SIGMA.add_to(g, "noise std per flow edge (or pixel), mass-normalized units (default: the checkpoint's)")
-    N_GRAD.add_to(g, f"{N_GRAD.help} (default {N_GRAD.default}); with --attack-batch at most 2**31 pixel values at once",
-                  default=None)
-    N_TEST.add_to(g, f"{N_TEST.help} (default {N_TEST.default}), at least enough to predict at --alpha", default=None)
-    ALPHA.add_to(g, f"binomial-test level of the success test (default {ALPHA.default})", default=None)
-    g.add_argument("--success-test", default=None, choices=("sequential", "fixed"),
-                   help="sequential: stop counting votes at the first of the looks after 1%%, 3%%, 10%%, 30%%, 100%% of "
-                        "--n-test that decides (level alpha overall; default); fixed: all --n-test votes")
-    BATCH.add_to(g, "noisy images per forward pass of the success test (default 1000); with the image size at most "
-                 "2**31 pixel values")
+    # the smoothed target's options (attacks/target.py), at None: their defaults apply with --smoothed only
+    n_grad, n_test, alpha, success_test, batch = (OPTIONS[name] for name in
+                                                  ("n_grad", "n_test", "alpha", "success_test", "batch_size"))
+    n_grad.add_to(g, f"{n_grad.help} (default {n_grad.default}); with --attack-batch at most 2**31 pixel values "
+                  "at once", default=None)
+    n_test.add_to(g, f"{n_test.help} (default {n_test.default}), at least enough to predict at --alpha", default=None)
+    alpha.add_to(g, default=None)
+    success_test.add_to(g, success_test.help, default=None)
+    batch.add_to(g, f"{batch.help} (default {batch.default}); with the image size at most 2**31 pixel values",
+                 default=None)
     SEED.add_to(g, f"{SEED.help} (default {SEED.default})", default=None)
     a = parser.add_argument_group("attack")
     a.add_argument("--method", default=DEFAULT, choices=tuple(ATTACKS), help=method_help())
     EPS.add_to(a, f"{EPS.help}; default: grow from --eps0")
-    for s in SETTINGS:  # the settings of every attack in the registry
-        s.add_to(a, s.help if s.choices is not None else None)
+    for s in SETTINGS:  # the settings of every attack in the registry, at None: refused where --method takes none
+        s.add_to(a, s.help if s.choices is not None else None, default=None)
     ATTACK_BATCH.add_to(a)
     parser.add_argument("--out", required=True, metavar="FILE.tsv", help="log to write (tab-separated)")
     parser.add_argument("--save-adv", default=None, metavar="FILE.pt", help="also save clean and adversarial images")
@@ -101,7 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_numbers(args) -> None:
     """What argparse's range checks (wsmooth_ext.infra.ranges) cannot see alone: options that apply only with
-    --smoothed, the radius the schedule can grow to, memory, and a success test that can ever succeed."""
+    --smoothed or only to another --method, the radius the schedule can grow to, memory, and a success test that
+    can ever succeed. Fills in the defaults of the options left out."""
+    from ..attacks import registry
     from ..core import statistics
     from ..cli import UserError
     from ..inputs.data import DATASETS
@@ -109,12 +117,14 @@ def _check_numbers(args) -> None:
     from ..infra.ranges import check_grown_radius, check_soft_samples, check_values_at_once
 
     check_options(args)  # every value in its stated range, named as typed
-    given = [name for name in SMOOTHED_DEFAULTS if getattr(args, name) is not None]
+    defaults = smoothed_defaults()
+    given = [name for name in defaults if getattr(args, name) is not None]
     if not args.smoothed and (given or args.noise is not None or args.sigma is not None):
         names = [flag(n) for n in given] + [o for o, v in (("--noise", args.noise), ("--sigma", args.sigma))
                                                 if v is not None]
         raise UserError(f"{', '.join(names)} apply to --smoothed attacks only")
-    for name, default in SMOOTHED_DEFAULTS.items():
+    _check_settings_apply(args)
+    for name, default in {**defaults, **registry.defaults()}.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
     try:
@@ -136,6 +146,35 @@ def _check_numbers(args) -> None:
                             f"the smoothed prediction would always abstain (need at least {needed})")
 
 
+def _check_settings_apply(args) -> None:
+    """UserError for attack settings given that --method does not take: '--reg does not apply to --method flow:
+    it is a setting of sinkhorn'."""
+    from ..attacks.registry import SETTINGS, get, owners
+    from ..cli import UserError
+
+    spec = get(args.method)
+    typed = getattr(args, "typed_options", None) or {}
+    stray = [(typed.get(s.name) or s.flag, owners(s.name)) for s in SETTINGS
+             if getattr(args, s.name) is not None and not spec.takes(s.name)]
+    if not stray:
+        return
+    flags = ", ".join(name for name, _ in stray)
+    if len({tuple(o) for _, o in stray}) == 1:
+        whose = (f"it is a setting of {', '.join(stray[0][1])}" if len(stray) == 1
+                 else f"they are settings of {', '.join(stray[0][1])}")
+    else:
+        whose = "; ".join(f"{name} is a setting of {', '.join(o)}" for name, o in stray)
+    verb = "does" if len(stray) == 1 else "do"
+    raise UserError(f"{flags} {verb} not apply to --method {args.method}: {whose}")
+
+
+def smoothed_target(args):
+    """The :class:`~wsmooth_ext.attacks.target.SmoothedTarget` the smoothed-classifier options give (--smoothed)."""
+    from ..attacks.target import OPTIONS, SmoothedTarget
+
+    return SmoothedTarget(**{field: getattr(args, option.name) for field, option in OPTIONS.items()})
+
+
 def _load_target(args, device):
     """(attack target, num_classes, settings, notes, input_shape) from the checkpoint and the options."""
     from ..inputs.checkpoint import load_checkpoint
@@ -148,8 +187,7 @@ def _load_target(args, device):
     if not isinstance(num_classes, int):
         raise UserError(f"checkpoint {args.checkpoint} records no num_classes")
     notes = []
-    settings = {"mode": "plain", "noise": None, "sigma": None, "n_grad": None, "n_test": None, "alpha": None,
-                "seed": None}
+    settings = {"mode": "plain"}
     target = model
     if args.smoothed:
         noise = args.noise or meta.get("noise")
@@ -159,8 +197,7 @@ def _load_target(args, device):
         if not sigma:
             raise UserError(f"--sigma is required: checkpoint {args.checkpoint} records no sigma")
         target = Smooth(model, num_classes, sigma, noise=noise, seed=args.seed)
-        settings = {"mode": "smoothed", "noise": noise, "sigma": float(sigma), "n_grad": args.n_grad,
-                    "n_test": args.n_test, "alpha": float(args.alpha), "seed": args.seed}
+        settings = {"mode": "smoothed", "noise": noise, "sigma": float(sigma), "seed": args.seed}
         if meta.get("noise") not in (None, "none") and (meta.get("noise"), meta.get("sigma")) != (noise, sigma):
             notes.append(f"note: the checkpoint was trained with noise {meta.get('noise')} sigma "
                          f"{meta.get('sigma')}; smoothed with {noise} sigma {sigma}")
@@ -185,8 +222,8 @@ def build_attack(args, target):
     """The attack object of --method; --eps fixes the radius (eps_factor 1), otherwise it grows from --eps0."""
     from ..attacks.registry import get
 
-    return get(args.method).build(target, attack_values(args), eps=args.eps, n_grad=args.n_grad, n_test=args.n_test,
-                                  alpha=args.alpha, batch_size=args.batch, success_test=args.success_test)
+    return get(args.method).build(target, attack_values(args), eps=args.eps,
+                                  smoothing=smoothed_target(args) if args.smoothed else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
 
     target, num_classes, settings, notes, input_shape = _load_target(args, device)
-    settings.update(log_settings(args.method, attack_values(args), None if args.eps is None else float(args.eps)))
+    settings.update(log_settings(args.method, attack_values(args), None if args.eps is None else float(args.eps),
+                                 smoothed_target(args) if args.smoothed else None))
     images, labels = load_dataset(args.dataset, args.split, args.data_dir)
     if input_shape is not None and list(images.shape[1:]) != list(input_shape):
         raise UserError(f"dataset {args.dataset} has images {list(images.shape[1:])}, the model expects "

@@ -23,7 +23,7 @@ from __future__ import annotations
 from functools import partial
 
 from ..attacks.registry import ATTACKS
-from ..training.adversarial import UNITS
+from ..training.adversarial import eps_units
 from ..infra import options as shared
 from ..infra.options import POSITIVE, integers
 from . import _checks, options
@@ -38,7 +38,7 @@ EXAMPLES = 4  # rows of a model's picture of its nearest adversarial examples
 NOISE = "flow-laplace"  # the paper's smoothing noise
 MODELS = ("standard", "adversarial", "smoothed")
 ATTACK_METHODS = tuple(ATTACKS)  # the attack registry (wsmooth_ext.attacks.registry)
-ADV_TRAININGS = ("flow", "sinkhorn", "frank-wolfe")
+ADV_TRAININGS = ATTACK_METHODS  # adversarial training takes every attack of the registry (training/adversarial.py)
 DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 M = "models (default: train all three here)"
@@ -49,7 +49,7 @@ OPTIONS = (
     *options.TRAINING,
     Option("adv_training", "flow", "attack used to train the adversarial model (wsmooth train --adversarial)",
            choices=ADV_TRAININGS, group=M),
-    Option("adv_eps", 0.3, f"its final radius, in its own units (flow: {UNITS['flow']})", POSITIVE, group=M),
+    Option("adv_eps", 0.3, f"its final radius, in its own units (flow: {eps_units('flow')})", POSITIVE, group=M),
     Option("adv_eps_warmup", 10, "epochs over which it grows geometrically from --adv-eps/10", integers(0),
            group=M),
     Option("adv_attack_steps", 10, "attack steps per training batch", integers(1), group=M),
@@ -79,7 +79,7 @@ def _training(name: str, s) -> tuple[dict, str]:
     if name == "adversarial":
         return ({"noise": "none", "sigma": s.sigma, "adversarial": s.adv_training, "adv_eps": s.adv_eps,
                  "adv_eps_warmup": s.adv_eps_warmup, "adv_attack_steps": s.adv_attack_steps},
-                f"{s.adv_training} adversarial training, eps {s.adv_eps:g} ({UNITS[s.adv_training]}), grown from "
+                f"{s.adv_training} adversarial training, eps {s.adv_eps:g} ({eps_units(s.adv_training)}), grown from "
                 f"eps/10 over {s.adv_eps_warmup} epochs, {s.adv_attack_steps} attack steps per batch")
     return {"noise": NOISE, "sigma": s.sigma}, f"{NOISE} noise training, sigma {s.sigma:g}; attacked as the smoothed classifier"
 

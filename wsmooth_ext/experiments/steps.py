@@ -270,9 +270,9 @@ ATTACK_PARAMS = _attack_params()
 class Attack(_LogStep):
     """``wsmooth attack`` in the paper's growing-ε mode: ε from ``eps0``, ×``eps_factor`` every ``eps_every``
     iterations for the images still standing, ``max_iter`` iterations; the method's own parameters at
-    :data:`ATTACK_PARAMS`. With ``smoothing`` (noise, sigma, n_grad, n_test, alpha, seed) the model is attacked as
-    its smoothed classifier; with ``adv`` its examples are saved as ``--save-adv`` saves them, resumed with the
-    log."""
+    :data:`ATTACK_PARAMS`. With ``smoothing`` (noise, sigma, seed and fields of the attacks' ``SmoothedTarget``,
+    n_grad, n_test, alpha, ...: the others at its defaults) the model is attacked as its smoothed classifier; with
+    ``adv`` its examples are saved as ``--save-adv`` saves them, resumed with the log."""
 
     method: str
     eps0: float
@@ -292,19 +292,26 @@ class Attack(_LogStep):
         """The settings columns of the log, as ``wsmooth attack`` records them for the same attack."""
         from ..attacks.registry import log_settings
 
-        smooth = self.smoothing or {}
-        return {"mode": "smoothed" if self.smoothing else "plain",
-                **{k: smooth.get(k) for k in ("noise", "sigma", "n_grad", "n_test", "alpha", "seed")},
-                **log_settings(self.method, self._values(), None)}
+        smooth = {k: self.smoothing[k] for k in ("noise", "sigma", "seed")} if self.smoothing else {}
+        return {"mode": "smoothed" if self.smoothing else "plain", **smooth,
+                **log_settings(self.method, self._values(), None, self.target())}
+
+    def target(self):
+        """The attack's ``SmoothedTarget`` (attacks/target.py) from ``smoothing``, None without it."""
+        from dataclasses import fields
+
+        from ..attacks.target import SmoothedTarget
+
+        if not self.smoothing:
+            return None
+        return SmoothedTarget(**{f.name: self.smoothing[f.name] for f in fields(SmoothedTarget)
+                                 if f.name in self.smoothing})
 
     def build(self, target):
         """The attack on ``target`` (a model or a Smooth), as ``wsmooth attack`` builds it."""
         from ..attacks.registry import get
 
-        smooth = self.smoothing or {}
-        return get(self.method).build(target, self._values(), n_grad=smooth.get("n_grad", 128),
-                                      n_test=smooth.get("n_test", 10000), alpha=smooth.get("alpha", 0.05),
-                                      batch_size=1000)
+        return get(self.method).build(target, self._values(), smoothing=self.target())
 
     def _values(self) -> dict:
         """Every attack setting: the schedule of this step, the rest at ``wsmooth attack``'s defaults."""

@@ -4,6 +4,11 @@ Each row records the clean and adversarial predictions, the nominal radius, and 
 returned example (linear programs, :mod:`wsmooth_ext.core.wasserstein`). The optional tensor file ``save_adv``
 holds ``{"clean", "adv", "idx"}`` with rows aligned to the log.
 
+Its settings columns are those of the attack that ran and nothing else (``attacks.registry.log_settings``): the
+schedule and the settings it takes, and the smoothed target's only when it attacked a smoothed classifier. A log
+of the older layout, which recorded every attack's settings in every log, is refused on resume
+(:func:`older_layout`) instead of being compared column by column.
+
 Commit order keeps every state resumable: after each batch the tensor file is replaced first (atomically, so
 it always holds a prefix of the attacked images), then the batch's rows are appended to the log. A kill
 between the two leaves the tensor file ahead of the log; a resume drops its extra rows and redoes the batch.
@@ -21,10 +26,38 @@ import torch
 
 from ..inputs.checkpoint import save_torch_file
 from ..infra.progress import progress_bar
-from .logfile import IDENTITY_COLUMNS, append_rows, format_field, identity_settings, log_for_run, read_log
+from .logfile import (IDENTITY_COLUMNS, append_rows, changed_setting, format_field, identity_settings, log_for_run,
+                      read_log)
 
 ATTACK_HEADER = ("idx", "label", "predict", "radius", "w1", "success", "time")
 COLUMNS_EXTRA = ("adv_predict", "w1_l1", "iterations", "mass_change", "channel_gap")
+
+
+# what a caller records of a smoothed target besides its SmoothedTarget: the Smooth's noise, sigma and seed
+SMOOTH_COLUMNS = ("noise", "sigma", "seed")
+
+
+def older_layout(columns: list[str], rows: list[dict]) -> str | None:
+    """How the log with ``columns`` and ``rows`` shows it was written by the layout before each attack log
+    recorded only its attack's settings (every attack's settings in every log, the smoothed target's in plain
+    logs too), in words; None where it does not."""
+    from ..attacks.registry import ATTACKS, SETTINGS
+    from ..attacks.target import LOGGED
+
+    names = [s.name for s in SETTINGS if s.name in columns]
+    first = rows[0] if rows else {}
+    spec = ATTACKS.get(first.get("method"))
+    if spec is not None:
+        stray = [name for name in names if not spec.takes(name)]
+        if stray:
+            return f"it records {', '.join(stray)}, which {spec.name} does not take"
+    elif names and not any(all(other.takes(name) for name in names) for other in ATTACKS.values()):
+        return f"it records settings of several attacks ({', '.join(names)})"
+    if first.get("mode") == "plain":
+        stray = [c for c in SMOOTH_COLUMNS + LOGGED if c in columns]
+        if stray:
+            return f"it records {', '.join(stray)} of a plain attack"
+    return None
 
 
 def attack_columns(settings: dict) -> tuple:
@@ -95,20 +128,31 @@ def attack_to_log(attack, images: torch.Tensor, labels: torch.Tensor, indices: l
     """Attack ``images[i]`` for i in ``indices`` (key = i) and append one row per image to ``out``.
 
     ``settings`` (and ``identity``: what produced the run, e.g. the checkpoint's hash) are recorded in every
-    row and must match on ``resume``; the attack's success test (``success_test``, smoothed targets), its
-    projection (``projection``, sinkhorn) and whether tensors are saved (``adv_saved``) are added to them here,
-    so every caller logs them. See the module docstring for ``save_adv``.
+    row and must match on ``resume``: ``mode``, for a smoothed target its ``noise``, ``sigma`` and ``seed``, and
+    the attack's settings (``attacks.registry.log_settings``). The attack's own smoothed-target settings
+    (``SmoothedTarget.logged``: ``n_grad``, ``n_test``, ``alpha``, ``success_test``; where ``settings`` names
+    them, in their place) and whether tensors are saved (``adv_saved``) are set here, so every caller logs
+    them as the attack has them. See the module docstring for ``save_adv``.
     """
     if save_adv is not None and save_adv.exists() and not resume:
         raise FileExistsError(f"{save_adv} already exists; pass --resume or remove it")
-    settings = {**settings, "success_test": attack.success_test if getattr(attack, "smoothed", False) else None,
-                "projection": getattr(attack, "projection", None), "adv_saved": save_adv is not None}
-    if resume and save_adv is None and out.exists() and out.stat().st_size:
-        _, rows = read_log(out)
-        if any(row.get("adv_saved") == 1 for row in rows):  # its tensor file could never be completed
+    smoothing = getattr(attack, "smoothing", None) if getattr(attack, "smoothed", False) else None
+    settings = {**settings, **(smoothing.logged() if smoothing is not None else {}), "adv_saved": save_adv is not None}
+    columns = attack_columns(settings)
+    if resume and out.exists() and out.stat().st_size:
+        found, rows = read_log(out)
+        if found and found != list(columns):
+            older = older_layout(found, rows)
+            if older:
+                raise ValueError(f"cannot resume {out}: it was written by an older layout of the attack log, which "
+                                 f"recorded every attack's settings ({older}), and cannot be continued: write a "
+                                 "new log")
+            changed = changed_setting(out, rows[0], settings) if rows else None
+            if changed:  # another method or target: the setting that differs, not the columns that follow from it
+                raise ValueError(changed)
+        if save_adv is None and any(row.get("adv_saved") == 1 for row in rows):  # its tensors can never be complete
             raise ValueError(f"cannot resume {out}: it was written with --save-adv, so its adversarial examples "
                              "must be saved along: pass the same --save-adv")
-    columns = attack_columns(settings)
     settings = {**settings, **identity_settings(identity)}
     label_of = {i: int(labels[i]) for i in indices}
     companions = () if save_adv is None else (save_adv,)

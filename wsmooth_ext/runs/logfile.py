@@ -130,13 +130,21 @@ def _check_resumable(path: Path, found: list[str], existing: list[dict], columns
                          f"selection has {there}; a resumed log must hold the first images of the selection, in "
                          "order: resume with the selection that wrote it (a larger maximum may extend it)")
     for row in existing:
-        for key, value in settings.items():
-            if row[key] != parse_field(format_field(value)):
-                raise ValueError(f"cannot resume {path}: it was written with {key}={row[key]!r}, this run "
-                                 f"has {key}={value!r}")
+        changed = changed_setting(path, row, settings)
+        if changed:
+            raise ValueError(changed)
         if row["idx"] in labels and row["label"] != labels[row["idx"]]:
             raise ValueError(f"cannot resume {path}: image {row['idx']} is logged with label "
                              f"{row['label']} but the dataset has label {labels[row['idx']]}")
+
+
+def changed_setting(path, row: dict, settings: dict) -> str | None:
+    """The refusal of a resume whose ``settings`` differ from those logged in ``row`` (the first that differs,
+    among the settings the row has), or None."""
+    for key, value in settings.items():
+        if key in row and row[key] != parse_field(format_field(value)):
+            return f"cannot resume {path}: it was written with {key}={row[key]!r}, this run has {key}={value!r}"
+    return None
 
 
 def check_new_output(path: str | os.PathLike, resume: bool, what: str = "--out") -> Path:

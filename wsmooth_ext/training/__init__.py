@@ -2,8 +2,8 @@
 
 * methods selected by ``train(method=...)`` / ``--method``: :mod:`.noise` (the paper's), :mod:`.consistency`,
   :mod:`.smoothadv`, :mod:`.macer` — docs/math.md §Certified training;
-* adversarial training of base models, ``train(adversarial=...)`` / ``--adversarial``: :mod:`.sinkhorn`,
-  :mod:`.frank_wolfe`, :mod:`.flow` (shared part: :mod:`.adversarial`) — docs/attacks.md §Adversarial training.
+* adversarial training of base models, ``train(adversarial=...)`` / ``--adversarial``: one method per attack of
+  the attack registry, made by :mod:`.adversarial` from its entry — docs/attacks.md §Adversarial training.
 
 A method is a :class:`~.method.TrainingMethod`: its name, the option that selects it, a hyper-parameter
 dataclass (:func:`~.params.hyper` fields: default, range, units, help) and one function batch → (logits,

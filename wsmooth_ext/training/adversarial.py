@@ -1,5 +1,8 @@
 """Wasserstein adversarial training of base models (Wong, Schmidt & Kolter 2019; Madry et al. 2018's PGD
-training): what the three attack modules (:mod:`.sinkhorn`, :mod:`.frank_wolfe`, :mod:`.flow`) share.
+training) against every attack of the attack registry (:data:`wsmooth_ext.attacks.registry.ATTACKS`): one
+training method per entry, made here from the entry (:func:`adversarial_method`), so ``wsmooth train
+--adversarial NAME`` takes each registered attack, with its settings at their defaults in ``SETTINGS`` (and
+the entry's ``training`` keywords).
 
 Every training batch is replaced by adversarial examples that the attack finds against the current weights,
 at a radius ε that grows over the first epochs. The inner maximization runs ``adv_attack_steps`` steps of the
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +32,6 @@ from .params import BIG, RADIUS_MAX, RADIUS_MIN, hyper
 
 EPS_START_FRACTION = 0.1
 EPS_HELP = "final radius, in the attack's units, mass-normalized"
-# filled by adversarial_method(): the attack constructor and the units of ε of every adversarial method
-_ATTACKS: dict[str, Callable] = {}
-UNITS: dict[str, str] = {}
 
 
 def eps_field(units: str):
@@ -62,14 +61,46 @@ def adversarial_epsilon(settings: dict, epoch: int) -> float:
     return float(start * (eps / start) ** (epoch / (warmup - 1)))
 
 
+def _spec(name):
+    """The attack registry's entry ``name``, or None."""
+    from ..attacks.registry import ATTACKS
+
+    return ATTACKS.get(name) if isinstance(name, str) else None
+
+
+def eps_units(name: str) -> str:
+    """What ``adv_eps`` measures when training against attack ``name``: its nominal ε, mass-normalized."""
+    return f"{_spec(name).nominal}, mass-normalized"
+
+
+def attack_params(spec) -> dict:
+    """``adv_attack_params`` of training against the attack of ``spec`` (an ``AttackSpec``), as checkpoints
+    record it: the constructor keywords of its settings at their defaults in ``SETTINGS`` and of the entry's
+    ``training``, less its ``unrecorded`` ones. A changed default is another training, refused by --resume."""
+    from ..attacks.registry import setting
+
+    own = {spec.keywords.get(name, name): setting(name).default for name in spec.settings}
+    return {k: v for k, v in {**own, **spec.training}.items() if k not in spec.unrecorded}
+
+
+def build_attack(spec, model: nn.Module, eps: float, steps: int, params: dict):
+    """The attack adversarial training runs: ``spec``'s class on ``model`` at the fixed radius ``eps`` for
+    ``steps`` iterations, with ``params`` (``adv_attack_params``) and the entry's unrecorded ``training``."""
+    from ..infra.options import EPS_EVERY
+
+    fixed = {k: v for k, v in spec.training.items() if k in spec.unrecorded}
+    return spec.cls(model, **{spec.radius: eps}, eps_factor=1.0, eps_every=EPS_EVERY.default, max_iter=steps,
+                    **params, **fixed)
+
+
 def describe_adversarial(train_args: dict | None) -> str | None:
     """One line saying how a checkpoint's model was adversarially trained (None if it was not)."""
-    if not train_args or train_args.get("adversarial") not in _ATTACKS:
+    if not train_args or _spec(train_args.get("adversarial")) is None:
         return None
     a = train_args
     schedule = (f"eps grown geometrically from {a['adv_eps_start']:g} over {a['adv_eps_warmup']} epochs"
                 if a["adv_eps_warmup"] > 1 else "no warm-up")
-    text = (f"adversarially trained ({a['adversarial']}, eps {a['adv_eps']:g} [{UNITS[a['adversarial']]}], "
+    text = (f"adversarially trained ({a['adversarial']}, eps {a['adv_eps']:g} [{eps_units(a['adversarial'])}], "
             f"{a['adv_attack_steps']} steps, {schedule}")
     if a.get("adv_clean_weight"):
         text += f", clean weight {a['adv_clean_weight']:g}"
@@ -81,14 +112,16 @@ class Adversary:
     ``settings``: the ``train_args`` entries of an adversarial method (``adversarial``, ``adv_*``)."""
 
     def __init__(self, settings: dict):
-        if settings.get("adversarial") not in _ATTACKS:
-            raise ValueError(f"Adversary needs an attack among {list(_ATTACKS)}, got {settings.get('adversarial')!r}")
+        from ..attacks.registry import ATTACKS
+
+        if _spec(settings.get("adversarial")) is None:
+            raise ValueError(f"Adversary needs an attack among {list(ATTACKS)}, got {settings.get('adversarial')!r}")
         self.settings = settings
 
     def attack(self, model: nn.Module, eps: float):
         """The attack object for ``model`` at radius ``eps`` (fixed: no growth inside a batch)."""
         s = self.settings
-        return _ATTACKS[s["adversarial"]](model, eps, s["adv_attack_steps"], s["adv_attack_params"])
+        return build_attack(_spec(s["adversarial"]), model, eps, s["adv_attack_steps"], s["adv_attack_params"])
 
     def epsilon(self, epoch: int) -> float:
         return adversarial_epsilon(self.settings, epoch)
@@ -127,19 +160,21 @@ class Adversary:
         return logits, losses
 
 
-def adversarial_method(name: str, params_type: type, build_attack: Callable, attack_params: dict, summary: str,
-                       units: str, min_size: int = 1) -> TrainingMethod:
-    """The :class:`TrainingMethod` of adversarial training with one attack. ``build_attack(model, eps, steps,
-    **attack_params)`` makes the attack; ``attack_params`` (recorded in the checkpoint, so a changed default
-    refuses --resume) its fixed settings; ``units`` the long form of ε's units; images must have at least
-    ``min_size`` pixels each way."""
-    _ATTACKS[name] = lambda model, eps, steps, params: build_attack(model, eps, steps, **params)
-    UNITS[name] = units
+def adversarial_method(spec) -> TrainingMethod:
+    """The :class:`TrainingMethod` of adversarial training against the attack of ``spec`` (an entry of the attack
+    registry): named as the attack, ``adv_eps`` in its nominal units, its settings fixed (:func:`attack_params`,
+    recorded in the checkpoint, so a changed default refuses --resume), images of at least ``spec.min_size``
+    pixels each way."""
+    name = spec.name
+    params_type = dataclasses.make_dataclass(
+        "".join(part.title() for part in name.split("-")) + "Params", [("adv_eps", float, eps_field(spec.nominal))],
+        bases=(AdversarialParams,), frozen=True)
+    recorded = attack_params(spec)
 
     def record(params) -> dict:
         out = dataclasses.asdict(params)
         out["adv_eps_start"] = out["adv_eps"] * EPS_START_FRACTION if out["adv_eps_warmup"] > 1 else out["adv_eps"]
-        return {"adversarial": name, **out, "adv_attack_params": dict(attack_params)}
+        return {"adversarial": name, **out, "adv_attack_params": dict(recorded)}
 
     def losses(params, batch: Batch):
         return Adversary(record(params)).step(batch.model, batch.net, batch.x, batch.y, batch.epoch)
@@ -148,8 +183,9 @@ def adversarial_method(name: str, params_type: type, build_attack: Callable, att
         if noise != "none":
             raise ValueError(f"adversarial training ({name}) trains a plain base model: it needs noise='none' and "
                              f"method 'noise', got noise {noise!r} (for a smoothed classifier use method smoothadv)")
-        if images.shape[-2] < min_size or images.shape[-1] < min_size:
-            raise ValueError(f"adversarial training with {name} needs images of at least {min_size}x{min_size} "
+        size = spec.min_size
+        if images.shape[-2] < size or images.shape[-1] < size:
+            raise ValueError(f"adversarial training with {name} needs images of at least {size}x{size} "
                              f"pixels, got {tuple(images.shape[1:])}")
         if bool((images < 0).any()) or bool((images > 1).any()) or not bool(torch.isfinite(images).all()):
             raise ValueError(f"adversarial training ({name}) needs pixel values in [0, 1]: images are mass "
@@ -170,6 +206,13 @@ def adversarial_method(name: str, params_type: type, build_attack: Callable, att
     def label(params, noise: str, epoch: int) -> str:
         return f"{name} eps {adversarial_epsilon(record(params), epoch):.4g}"
 
-    return TrainingMethod(name, "adversarial", params_type, losses, summary, refuses_noise=True, check=check,
+    return TrainingMethod(name, "adversarial", params_type, losses, spec.help, refuses_noise=True, check=check,
                           record=record, start_lines=start_lines, epoch_info=epoch_info, label=label,
                           describe=describe_adversarial)
+
+
+def adversarial_methods() -> tuple[TrainingMethod, ...]:
+    """One training method per entry of the attack registry, in its order."""
+    from ..attacks.registry import ATTACKS
+
+    return tuple(adversarial_method(spec) for spec in ATTACKS.values())

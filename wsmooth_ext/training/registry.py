@@ -4,12 +4,15 @@
 line here. Each method is selected by one of the :data:`OPTIONS` (``train(method=...)`` /
 ``--method``, ``train(adversarial=...)`` / ``--adversarial``); at most one option may leave its default. The
 choices, the validation of names and hyper-parameters, the checkpoint's ``train_args`` and the keys
-``--resume`` must keep all derive from here (read at call time, so a method registered later counts).
+``--resume`` must keep all derive from here (read at call time, so a method registered later counts). The
+``--adversarial`` methods are not listed here: there is one per entry of the attack registry
+(:func:`.adversarial.adversarial_methods`, made when this module is imported).
 """
 
 from __future__ import annotations
 
-from . import consistency, flow, frank_wolfe, macer, noise, sinkhorn, smoothadv
+from . import consistency, macer, noise, smoothadv
+from .adversarial import adversarial_methods
 from .method import TrainingMethod
 from .params import resolve, specs
 
@@ -24,9 +27,7 @@ METHODS: dict[str, TrainingMethod] = {m.name: m for m in (
     consistency.METHOD,
     smoothadv.METHOD,
     macer.METHOD,
-    sinkhorn.METHOD,
-    frank_wolfe.METHOD,
-    flow.METHOD,
+    *adversarial_methods(),  # one per attack of the attack registry
 )}
 
 
