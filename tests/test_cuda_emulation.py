@@ -26,7 +26,7 @@ import torch
 from torch.utils import cpp_extension
 
 import wsmooth_ext
-from wsmooth_ext.core import ops, reference
+from wsmooth_ext.core import distributions, ops, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 EMULATION_DIR = ROOT / "csrc" / "cuda_emulation"
@@ -35,7 +35,6 @@ BUILD_DIR = ROOT / "build" / "cuda_emulation"  # build/ is git-ignored; ninja re
 CFLAGS = ["-O2", "-std=c++20", "-ffp-contract=off"]
 
 SEED = 2 ** 40 + 3
-NOISE_CODES = {"laplace": 0, "uniform": 1}
 
 
 def _build(name: str, sources: list[Path]) -> None:
@@ -66,7 +65,7 @@ def assert_close(actual, expected):
 def run(op_lib, x, n, sigma, *, noise="laplace", seed=SEED, sample_offset=0, keys=None, normalize=True,
         pixel=False):
     keys = torch.arange(x.shape[0]) if keys is None else keys
-    return op_lib.flow_noise(x, n, sigma, NOISE_CODES[noise], seed, sample_offset, keys, normalize, pixel)
+    return op_lib.flow_noise(x, n, sigma, distributions.get(noise).code, seed, sample_offset, keys, normalize, pixel)
 
 
 def run_reference(x, n, sigma, *, pixel=False, seed=SEED, **kwargs):
@@ -215,13 +214,13 @@ def mutants():
     src_dir = BUILD_DIR / "mutant_sources"
     src_dir.mkdir(parents=True, exist_ok=True)
     original = KERNELS_HEADER.read_text()
-    include = '#include "../flow_noise.h"'
+    include = '#include "../distributions.h"'
     assert original.count(include) == 1
     sources = []
     for name, (old, new) in MUTATIONS.items():
         assert original.count(old) == 1, f"mutation {name}: its target text is not in the kernels header once"
         header = src_dir / f"kernels_{name}.cuh"
-        text = original.replace(old, new).replace(include, f'#include "{ROOT / "csrc" / "flow_noise.h"}"')
+        text = original.replace(old, new).replace(include, f'#include "{ROOT / "csrc" / "distributions.h"}"')
         _write_if_changed(header, text)
         source = src_dir / f"emulated_{name}.cpp"
         _write_if_changed(source, f'#define WS_KERNELS_HEADER "{header}"\n'

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from . import reference
+from . import distributions, reference
 
 try:  # The compiled library registers the ops on import; its Python module holds only cuda_version.
     from .. import _C
@@ -39,7 +39,6 @@ def check_cuda_versions(built: str, running: str | None) -> None:
 if _C is not None:
     check_cuda_versions(getattr(_C, "cuda_version", ""), torch.version.cuda)
 
-NOISE_CODES = {"laplace": 0, "uniform": 1}
 SAMPLE_INDEX_LIMIT = 2 ** 32  # the sample index fills one 32-bit word of the Philox counter
 _warned_devices: set[str] = set()
 
@@ -118,8 +117,7 @@ def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel=Fal
     if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma)
             or sigma <= 0):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-    if noise not in NOISE_CODES:
-        raise ValueError(f"noise must be one of {sorted(NOISE_CODES)}, got {noise!r}")
+    distributions.get(noise)  # ValueError naming the valid ones
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     if isinstance(sample_offset, bool) or not isinstance(sample_offset, numbers.Integral) or sample_offset < 0:
@@ -140,15 +138,17 @@ def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel=Fal
 def _check_range(x, sigma, noise, normalize, pixel) -> None:
     """Refuse σ (for these images) whose samples could overflow x's dtype: a bound, not a draw, decides.
 
-    A unit draw is at most 31·ln 2 (Laplace) or 1 (uniform) in size (csrc/flow_noise.h); a pixel receives
-    one draw (pixel noise) or four edge flows, scaled by s·λ (or λ in pixel units)."""
+    A unit draw is at most the distribution's ``unit_bound`` in size (31·ln 2 for Laplace, 1 for uniform:
+    core/distributions.py); a pixel receives one draw (pixel noise) or four edge flows, scaled by s·λ (or λ in
+    pixel units)."""
     if not x.numel() or torch.compiler.is_compiling():
         return
     largest, mass = torch.stack((x.amax(), x.sum(dim=(1, 2, 3)).amax())).tolist()
     if math.isnan(largest) or math.isnan(mass) or math.isinf(largest):
         return  # not images: the op's own value checks say so
-    unit = 31 * math.log(2) if noise == "laplace" else 1.0
-    bound = largest + (mass if normalize else 1.0) * reference.noise_scale(noise, sigma) * unit * (1 if pixel else 4)
+    distribution = distributions.get(noise)
+    bound = (largest + (mass if normalize else 1.0) * distribution.scale(sigma) * distribution.unit_bound
+             * (1 if pixel else 4))
     limit = torch.finfo(x.dtype).max
     if not bound < limit:
         raise ValueError(f"sigma={sigma:g} is too large for these images (mass up to {mass:.3g}): noisy pixels "
@@ -161,7 +161,7 @@ def _noise_op(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize
         _check_range(x, sigma, noise, normalize, pixel)
     num_samples, seed, sample_offset = int(num_samples), int(seed), int(sample_offset)
     if has_kernel(x.device):
-        return torch.ops.wsmooth_ext.flow_noise(x.contiguous(), num_samples, float(sigma), NOISE_CODES[noise],
+        return torch.ops.wsmooth_ext.flow_noise(x.contiguous(), num_samples, float(sigma), distributions.get(noise).code,
                                                 seed, sample_offset, keys, bool(normalize), bool(pixel))
     _warn_fallback(x.device)
     impl = reference.pixel_noise_reference if pixel else reference.flow_noise_reference
