@@ -103,6 +103,5 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(wsmooth_ext, m) {
-  m.def(wsmooth::kFlowNoiseSchema);
-  m.def(wsmooth::kFlowNoiseBackwardSchema);
+  for (const char* schema : wsmooth::kOpSchemas) m.def(schema);
 }
