@@ -80,7 +80,7 @@ def run_reference(x, n, sigma, *, pixel=False, seed=SEED, **kwargs):
 # flow kernel tiles of (1024 // W) rows: (2, 2) one band; (7, 9) odd width; (45, 32) two bands, width a multiple
 # of 4; (61, 50) four bands, the last one row high.
 SHAPES = [(1, 1, 2, 2), (2, 3, 7, 9), (1, 3, 45, 32), (2, 1, 61, 50)]
-KINDS = [(pixel, noise, dtype) for pixel in (False, True) for noise in ("laplace", "uniform")
+KINDS = [(pixel, noise, dtype) for pixel in (False, True) for noise in distributions.DISTRIBUTIONS
          for dtype in (torch.float32, torch.float64)]
 
 

@@ -33,7 +33,7 @@ def test_codes_are_positions_and_formulas_are_the_documented_ones():
         assert uniform.scale(sigma) == sigma * math.sqrt(3.0)
     assert laplace.unit_bound == 31 * math.log(2) and uniform.unit_bound == 1.0
     assert laplace.certificate_names == ("tight", "paper") and uniform.certificate_names == ("uniform",)
-    assert distributions.certificate_names() == ("tight", "paper", "uniform")
+    assert distributions.certificate_names()[:3] == ("tight", "paper", "uniform")  # a new one comes after
 
 
 def test_unit_draws_stay_within_the_bound():

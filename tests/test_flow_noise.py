@@ -12,6 +12,7 @@ import torch
 
 import wsmooth_ext
 from wsmooth_ext.core import ops, reference
+from wsmooth_ext.core.distributions import DISTRIBUTIONS
 
 CUDA = torch.cuda.is_available() and ops.has_kernel("cuda")
 
@@ -92,7 +93,7 @@ def test_words_to_noise_extremes_are_finite_and_bounded():
         assert uni.abs().max() <= 1.0
 
 
-KERNEL_CASES = [(pixel, noise, dtype) for pixel in (False, True) for noise in ("laplace", "uniform")
+KERNEL_CASES = [(pixel, noise, dtype) for pixel in (False, True) for noise in DISTRIBUTIONS
                 for dtype in (torch.float32, torch.float64)]
 
 
