@@ -22,10 +22,9 @@
 // Hence the noise on an edge is a function of (seed, image key, sample index, channel, edge) alone:
 // independent of batching, chunking, sharding and device.
 //
-// Word -> noise of unit scale (multiplied by λ, and by the mass s when normalizing, in the kernels):
-//   laplace: sign = bit 31, m = bits 0..30, u = (m + 1) * 2^-31 in (0, 1], value = ±(-ln u).
-//            u > 0 always, so the value is finite (|value| <= 31 ln 2).
-//   uniform: value = ((int32)(word ^ 2^31) + 0.5) * 2^-31, in (-1, 1).
+// Word -> noise of unit scale (multiplied by λ, and by the mass s when normalizing, in the kernels): the rule of
+// each distribution, in csrc/distributions.h (laplace: ±(-ln u), u = (bits 0..30 + 1) * 2^-31, sign = bit 31;
+// uniform: ((int32)(word ^ 2^31) + 0.5) * 2^-31).
 // ----------------------------------------------------------------------------------------------------
 #pragma once
 
@@ -42,8 +41,6 @@
 #endif
 
 namespace wsmooth {
-
-enum NoiseKind : int64_t { kLaplace = 0, kUniform = 1 };
 
 constexpr int kBlocksPerBatch = 16;                    // blocks whose words interleave (see layout above)
 constexpr int64_t kDrawsPerBatch = 4 * kBlocksPerBatch;  // 64 draws per batch
@@ -157,19 +154,6 @@ WS_HOST_DEVICE float log_positive(float v) {
 }
 
 WS_HOST_DEVICE double log_positive(double v) { return log(v); }
-
-// Unit-scale noise from one random word (see the layout comment at the top).
-template <typename scalar_t>
-WS_HOST_DEVICE scalar_t unit_noise(uint32_t word, int64_t kind) {
-  if (kind == kUniform) {
-    const int32_t centred = static_cast<int32_t>(word ^ 0x80000000u);
-    return (static_cast<scalar_t>(centred) + scalar_t(0.5)) * scalar_t(4.656612873077392578125e-10);
-  }
-  const int32_t m = static_cast<int32_t>(word & 0x7FFFFFFFu);
-  const scalar_t u = (static_cast<scalar_t>(m) + scalar_t(1)) * scalar_t(4.656612873077392578125e-10);
-  const scalar_t magnitude = -log_positive(u);
-  return (word >> 31) ? -magnitude : magnitude;
-}
 
 // Number of random draws per channel of one sample.
 WS_HOST_DEVICE int64_t draws_per_channel(int64_t H, int64_t W, bool pixel) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cpu/cpu_paths.h"
+#include "distributions.h"
 #include "op_schemas.h"
 
 namespace {
@@ -29,6 +30,24 @@ PyObject* cpu_kernel_info(PyObject*, PyObject*) {
   }
   return Py_BuildValue("{s:s,s:s,s:s,s:N}", "path", choice.path->name, "requested", choice.requested.c_str(), "note",
                        choice.note.c_str(), "paths", paths);
+}
+
+// _C.distributions() -> [{"name", "code", "lambda_mul", "lambda_div", "unit_bound"}, ...]: the distribution table the
+// kernels were compiled with (csrc/distributions.h), in code order, for the tests to compare with Python's.
+PyObject* distributions(PyObject*, PyObject*) {
+  PyObject* table = PyList_New(0);
+  if (table == nullptr) return nullptr;
+  for (const wsmooth::DistributionInfo& d : wsmooth::Distributions::kTable) {
+    PyObject* entry = Py_BuildValue("{s:s,s:L,s:d,s:d,s:d}", "name", d.name, "code", static_cast<long long>(d.code),
+                                    "lambda_mul", d.lambda_mul, "lambda_div", d.lambda_div, "unit_bound", d.unit_bound);
+    if (entry == nullptr || PyList_Append(table, entry) != 0) {
+      Py_XDECREF(entry);
+      Py_DECREF(table);
+      return nullptr;
+    }
+    Py_DECREF(entry);
+  }
+  return table;
 }
 
 // _C.time_cpu_generator(path, float64, noise, draws, streams) -> seconds of the generator alone (the benchmarks'
@@ -56,6 +75,8 @@ PyObject* time_cpu_generator(PyObject*, PyObject* args) {
 
 PyMethodDef kMethods[] = {
     {"cpu_kernel_info", cpu_kernel_info, METH_NOARGS, "The CPU path of the kernels and why it was chosen."},
+    {"distributions", distributions, METH_NOARGS,
+     "The noise distributions of the kernels: name, code, lambda = sigma * lambda_mul / lambda_div, unit_bound."},
     {"time_cpu_generator", time_cpu_generator, METH_VARARGS,
      "time_cpu_generator(path, float64, noise, draws, streams) -> CPU seconds of the noise generator alone."},
     {nullptr, nullptr, 0, nullptr}};
@@ -66,7 +87,7 @@ extern "C" {
 // Importing wsmooth_ext._C loads this library so that the static TORCH_LIBRARY registrations run; the ops are
 // reached through torch.ops.wsmooth_ext. The module itself holds cuda_version, the CUDA version the kernels were
 // built against ("" for a CPU-only build), so that Python can refuse a torch whose CUDA major version differs,
-// and the two CPU-path functions above.
+// and the functions above.
 #ifndef WSMOOTH_CUDA_VERSION
 #define WSMOOTH_CUDA_VERSION ""
 #endif
@@ -82,6 +103,5 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(wsmooth_ext, m) {
-  m.def(wsmooth::kFlowNoiseSchema);
-  m.def(wsmooth::kFlowNoiseBackwardSchema);
+  for (const char* schema : wsmooth::kOpSchemas) m.def(schema);
 }

@@ -8,7 +8,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "flow_noise.h"
+#include "distributions.h"
+#include "op_schemas.h"
 
 namespace wsmooth {
 
@@ -24,8 +25,7 @@ inline void check_op_args(const char* op, const at::Tensor& x, int64_t num_sampl
               pixel ? ": x must have H >= 1 and W >= 1, got " : ": x must have H >= 2 and W >= 2, got ", x.sizes());
   TORCH_CHECK(num_samples >= 1, op, ": num_samples must be >= 1, got ", num_samples);
   TORCH_CHECK(std::isfinite(sigma) && sigma > 0, op, ": sigma must be finite and > 0, got ", sigma);
-  TORCH_CHECK(noise == kLaplace || noise == kUniform, op, ": noise must be 0 (laplace) or 1 (uniform), got ",
-              noise);
+  TORCH_CHECK(find_distribution(noise) != nullptr, op, ": noise must be ", distribution_codes(), ", got ", noise);
   TORCH_CHECK(sample_offset >= 0 && sample_offset + num_samples <= (int64_t(1) << 32),
               op, ": need 0 <= sample_offset and sample_offset + num_samples <= 2^32, got ", sample_offset, " + ",
               num_samples);
@@ -35,14 +35,13 @@ inline void check_op_args(const char* op, const at::Tensor& x, int64_t num_sampl
   TORCH_CHECK(x.size(0) * num_samples <= (int64_t(1) << 31) - 1, op, ": B * num_samples must be < 2^31 rows");
 }
 
-// λ: Laplace scale σ/√2 or uniform half-width √3·σ, so that each draw has standard deviation σ.
-inline double noise_scale(int64_t noise, double sigma) {
-  return noise == kLaplace ? sigma / std::sqrt(2.0) : sigma * std::sqrt(3.0);
-}
+// λ(σ) of distribution `noise` (a checked code), so that each draw has standard deviation σ (distributions.h).
+inline double noise_scale(int64_t noise, double sigma) { return find_distribution(noise)->scale(sigma); }
 
 inline void check_noise_args(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise,
                              int64_t sample_offset, const at::Tensor& keys, bool normalize, bool pixel) {
-  check_op_args("wsmooth_ext.flow_noise", x, num_samples, sigma, noise, sample_offset, keys, pixel);
+  const char* op = noise_op_name(pixel, /*backward=*/false);
+  check_op_args(op, x, num_samples, sigma, noise, sample_offset, keys, pixel);
   if (x.numel() > 0) {
     // One pass over x and one host sync (the output is num_samples times larger): min, max and the largest
     // image mass together. NaN propagates into min and max, and x is finite and non-negative exactly when
@@ -52,15 +51,15 @@ inline void check_noise_args(const at::Tensor& x, int64_t num_samples, double si
                                 : at::ones({}, x.options().dtype(at::kDouble));
     const auto bounds = at::stack({lo.to(at::kDouble), hi.to(at::kDouble), mass}).cpu();
     const double mn = bounds[0].item<double>(), mx = bounds[1].item<double>();
-    TORCH_CHECK_VALUE(std::isfinite(mn) && std::isfinite(mx), "wsmooth_ext.flow_noise: x must be finite");
-    TORCH_CHECK_VALUE(mn >= 0, "wsmooth_ext.flow_noise: x must be non-negative");
-    // A bound, not a draw, decides: a unit draw is at most 31·ln 2 (Laplace) or 1 (uniform) in size
-    // (flow_noise.h), and a pixel receives one draw (pixel noise) or four edge flows, scaled by s·λ (or λ).
-    const double unit = noise == kLaplace ? 31.0 * std::log(2.0) : 1.0;
+    TORCH_CHECK_VALUE(std::isfinite(mn) && std::isfinite(mx), op, ": x must be finite");
+    TORCH_CHECK_VALUE(mn >= 0, op, ": x must be non-negative");
+    // A bound, not a draw, decides: a unit draw is at most unit_bound in size (31·ln 2 for Laplace, 1 for uniform:
+    // distributions.h), and a pixel receives one draw (pixel noise) or four edge flows, scaled by s·λ (or λ).
+    const double unit = find_distribution(noise)->unit_bound;
     const double largest = mx + bounds[2].item<double>() * noise_scale(noise, sigma) * unit * (pixel ? 1 : 4);
     const double limit = x.scalar_type() == at::kFloat ? double(std::numeric_limits<float>::max())
                                                        : std::numeric_limits<double>::max();
-    TORCH_CHECK_VALUE(largest < limit, "wsmooth_ext.flow_noise: sigma=", sigma, " is too large for these images: ",
+    TORCH_CHECK_VALUE(largest < limit, op, ": sigma=", sigma, " is too large for these images: ",
                       "noisy pixels could reach ", largest, ", beyond ", x.scalar_type(), "'s range ", limit);
   }
 }
@@ -86,12 +85,13 @@ inline at::Tensor finish_backward(const at::Tensor& grad, const at::Tensor& x, i
 
 inline void check_backward_args(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples, double sigma,
                                 int64_t noise, int64_t sample_offset, const at::Tensor& keys, bool pixel) {
-  check_op_args("wsmooth_ext.flow_noise_backward", x, num_samples, sigma, noise, sample_offset, keys, pixel);
+  const char* op = noise_op_name(pixel, /*backward=*/true);
+  check_op_args(op, x, num_samples, sigma, noise, sample_offset, keys, pixel);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == x.size(0) * num_samples && grad.size(1) == x.size(1) &&
                   grad.size(2) == x.size(2) && grad.size(3) == x.size(3),
-              "wsmooth_ext.flow_noise_backward: grad must be [B*num_samples, C, H, W], got ", grad.sizes());
+              op, ": grad must be [B*num_samples, C, H, W], got ", grad.sizes());
   TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.device() == x.device(),
-              "wsmooth_ext.flow_noise_backward: grad must match x's dtype and device");
+              op, ": grad must match x's dtype and device");
 }
 
 }  // namespace wsmooth

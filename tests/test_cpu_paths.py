@@ -15,6 +15,7 @@ import torch
 
 import wsmooth_ext
 from wsmooth_ext.core import ops, reference
+from wsmooth_ext.core.distributions import DISTRIBUTIONS
 
 pytestmark = pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
 
@@ -88,7 +89,7 @@ SHAPES = [
     (3, 1, 2, 2),     # smallest image
     (1, 3, 32, 33),   # CIFAR-like, odd width; draws not a multiple of 64
 ]
-CASES = [(shape, noise, pixel, dtype) for shape in SHAPES for noise in ("laplace", "uniform")
+CASES = [(shape, noise, pixel, dtype) for shape in SHAPES for noise in DISTRIBUTIONS
          for pixel in (False, True) for dtype in (torch.float32, torch.float64)]
 
 

@@ -26,7 +26,7 @@ import torch
 from torch.utils import cpp_extension
 
 import wsmooth_ext
-from wsmooth_ext.core import ops, reference
+from wsmooth_ext.core import distributions, ops, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 EMULATION_DIR = ROOT / "csrc" / "cuda_emulation"
@@ -35,7 +35,6 @@ BUILD_DIR = ROOT / "build" / "cuda_emulation"  # build/ is git-ignored; ninja re
 CFLAGS = ["-O2", "-std=c++20", "-ffp-contract=off"]
 
 SEED = 2 ** 40 + 3
-NOISE_CODES = {"laplace": 0, "uniform": 1}
 
 
 def _build(name: str, sources: list[Path]) -> None:
@@ -66,7 +65,8 @@ def assert_close(actual, expected):
 def run(op_lib, x, n, sigma, *, noise="laplace", seed=SEED, sample_offset=0, keys=None, normalize=True,
         pixel=False):
     keys = torch.arange(x.shape[0]) if keys is None else keys
-    return op_lib.flow_noise(x, n, sigma, NOISE_CODES[noise], seed, sample_offset, keys, normalize, pixel)
+    op = op_lib.pixel_noise if pixel else op_lib.flow_noise
+    return op(x, n, sigma, distributions.get(noise).code, seed, sample_offset, keys, normalize)
 
 
 def run_reference(x, n, sigma, *, pixel=False, seed=SEED, **kwargs):
@@ -80,7 +80,7 @@ def run_reference(x, n, sigma, *, pixel=False, seed=SEED, **kwargs):
 # flow kernel tiles of (1024 // W) rows: (2, 2) one band; (7, 9) odd width; (45, 32) two bands, width a multiple
 # of 4; (61, 50) four bands, the last one row high.
 SHAPES = [(1, 1, 2, 2), (2, 3, 7, 9), (1, 3, 45, 32), (2, 1, 61, 50)]
-KINDS = [(pixel, noise, dtype) for pixel in (False, True) for noise in ("laplace", "uniform")
+KINDS = [(pixel, noise, dtype) for pixel in (False, True) for noise in distributions.DISTRIBUTIONS
          for dtype in (torch.float32, torch.float64)]
 
 
@@ -150,12 +150,13 @@ def test_emulated_backward_matches_reference_autograd(emulated, pixel, dtype):
     kwargs = dict(noise="laplace", seed=3, sample_offset=6, keys=keys)
     xr = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad((run_reference(xr, 5, 0.2, pixel=pixel, **kwargs) * weights).sum(), xr)
-    args = (weights, x, 5, 0.2, 0, 3, 6, keys, True, pixel)
-    grad = emulated.flow_noise_backward(*args)
+    args = (weights, x, 5, 0.2, 0, 3, 6, keys, True)
+    name = "pixel_noise_backward" if pixel else "flow_noise_backward"
+    grad = getattr(emulated, name)(*args)
     loose = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(grad, expected, **loose)
     if ops.has_kernel("cpu"):
-        torch.testing.assert_close(grad, torch.ops.wsmooth_ext.flow_noise_backward(*args), **loose)
+        torch.testing.assert_close(grad, getattr(torch.ops.wsmooth_ext, name)(*args), **loose)
 
 
 # --- the serial schedule: threads take turns between barriers ----------------------------------------------
@@ -167,14 +168,14 @@ def test_emulated_kernels_pass_in_the_serial_schedule(emulated, monkeypatch):
     weights = torch.randn(6, 3, 7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     xr = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad((run_reference(xr, 3, 0.05, seed=SEED) * weights).sum(), xr)
-    grad = emulated.flow_noise_backward(weights, x, 3, 0.05, 0, SEED, 0, torch.arange(2), True, False)
+    grad = emulated.flow_noise_backward(weights, x, 3, 0.05, 0, SEED, 0, torch.arange(2), True)
     torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_emulated_ops_have_the_cuda_ops_schemas(emulated):
     if not ops.has_kernel("cpu"):
         pytest.skip("wsmooth_ext's compiled library (which defines the schemas) is not built")
-    for name in ("flow_noise", "flow_noise_backward"):
+    for name in ("flow_noise", "flow_noise_backward", "pixel_noise", "pixel_noise_backward"):
         ours = str(getattr(emulated, name).default._schema).replace("wsmooth_emulated::", "")
         theirs = str(getattr(torch.ops.wsmooth_ext, name).default._schema).replace("wsmooth_ext::", "")
         assert ours == theirs
@@ -215,13 +216,13 @@ def mutants():
     src_dir = BUILD_DIR / "mutant_sources"
     src_dir.mkdir(parents=True, exist_ok=True)
     original = KERNELS_HEADER.read_text()
-    include = '#include "../flow_noise.h"'
+    include = '#include "../distributions.h"'
     assert original.count(include) == 1
     sources = []
     for name, (old, new) in MUTATIONS.items():
         assert original.count(old) == 1, f"mutation {name}: its target text is not in the kernels header once"
         header = src_dir / f"kernels_{name}.cuh"
-        text = original.replace(old, new).replace(include, f'#include "{ROOT / "csrc" / "flow_noise.h"}"')
+        text = original.replace(old, new).replace(include, f'#include "{ROOT / "csrc" / "distributions.h"}"')
         _write_if_changed(header, text)
         source = src_dir / f"emulated_{name}.cpp"
         _write_if_changed(source, f'#define WS_KERNELS_HEADER "{header}"\n'
@@ -253,7 +254,7 @@ def test_early_return_while_others_wait_is_reported(mutants):
     x = torch.rand(1, 1, 4, 5, dtype=torch.float64)
     grad = torch.ones(2, 1, 4, 5, dtype=torch.float64)
     with pytest.raises(RuntimeError, match=r"1 thread\(s\) returned from the kernel while 255 wait at __syncthreads"):
-        mutants["early_return"].flow_noise_backward(grad, x, 2, 0.1, 0, 0, 0, torch.tensor([0]), True, False)
+        mutants["early_return"].flow_noise_backward(grad, x, 2, 0.1, 0, 0, 0, torch.tensor([0]), True)
     # the same emulated build without the early return is fine
     forward = run(mutants["early_return"], x, 2, 0.1)
     assert_close(forward, run_reference(x, 2, 0.1))
@@ -263,7 +264,7 @@ def test_divergent_barriers_are_reported(mutants):
     x = torch.rand(1, 1, 4, 5, dtype=torch.float64)
     grad = torch.ones(2, 1, 4, 5, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="threads of one block wait at different __syncthreads calls"):
-        mutants["divergent_barrier"].flow_noise_backward(grad, x, 2, 0.1, 0, 0, 0, torch.tensor([0]), True, False)
+        mutants["divergent_barrier"].flow_noise_backward(grad, x, 2, 0.1, 0, 0, 0, torch.tensor([0]), True)
 
 
 def test_shared_memory_overrun_is_reported(mutants):

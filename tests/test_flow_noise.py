@@ -12,6 +12,7 @@ import torch
 
 import wsmooth_ext
 from wsmooth_ext.core import ops, reference
+from wsmooth_ext.core.distributions import DISTRIBUTIONS
 
 CUDA = torch.cuda.is_available() and ops.has_kernel("cuda")
 
@@ -92,7 +93,7 @@ def test_words_to_noise_extremes_are_finite_and_bounded():
         assert uni.abs().max() <= 1.0
 
 
-KERNEL_CASES = [(pixel, noise, dtype) for pixel in (False, True) for noise in ("laplace", "uniform")
+KERNEL_CASES = [(pixel, noise, dtype) for pixel in (False, True) for noise in DISTRIBUTIONS
                 for dtype in (torch.float32, torch.float64)]
 
 
@@ -267,26 +268,49 @@ def test_gradient_matches_reference_autograd(pixel):
 
 @pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(dtype):
+@pytest.mark.parametrize("name", ["flow_noise", "pixel_noise"])
+def test_opcheck(dtype, name):
     x = torch.rand(2, 1, 4, 5, dtype=dtype, requires_grad=True)
     keys = torch.tensor([0, 1])
     grad = torch.rand(6, 1, 4, 5, dtype=dtype)
     with torch.random.fork_rng(devices=[]):  # opcheck seeds torch's global RNG itself
-        for pixel in (False, True):
-            torch.library.opcheck(torch.ops.wsmooth_ext.flow_noise.default, (x, 3, 0.1, 0, 5, 0, keys, True, pixel))
-            torch.library.opcheck(torch.ops.wsmooth_ext.flow_noise_backward.default,
-                                  (grad, x.detach(), 3, 0.1, 1, 5, 0, keys, True, pixel))
+        for normalize in (True, False):
+            torch.library.opcheck(getattr(torch.ops.wsmooth_ext, name).default, (x, 3, 0.1, 0, 5, 0, keys, normalize))
+            torch.library.opcheck(getattr(torch.ops.wsmooth_ext, f"{name}_backward").default,
+                                  (grad, x.detach(), 3, 0.1, 1, 5, 0, keys, normalize))
 
 
 @pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
-def test_works_under_torch_compile():
+def test_each_graph_has_its_own_op():
+    # flow_noise and pixel_noise are separate ops (no graph flag), each with a backward, for CPU and CUDA
+    for name in ("flow_noise", "flow_noise_backward", "pixel_noise", "pixel_noise_backward"):
+        schema = getattr(torch.ops.wsmooth_ext, name).default._schema
+        assert [a.name for a in schema.arguments][-8:] == ["x", "num_samples", "sigma", "noise", "seed",
+                                                           "sample_offset", "keys", "normalize"], name
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"wsmooth_ext::{name}", "CPU")
+    x = torch.rand(2, 1, 4, 5)
+    keys = torch.tensor([0, 1])
+    torch.testing.assert_close(torch.ops.wsmooth_ext.pixel_noise(x, 3, 0.1, 0, 5, 0, keys, True),
+                               reference.pixel_noise_reference(x, 3, 0.1, seed=5, keys=keys))
+    torch.testing.assert_close(torch.ops.wsmooth_ext.flow_noise(x, 3, 0.1, 0, 5, 0, keys, True),
+                               reference.flow_noise_reference(x, 3, 0.1, seed=5, keys=keys))
+
+
+@pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
+@pytest.mark.parametrize("op", [wsmooth_ext.flow_noise, wsmooth_ext.pixel_noise])
+def test_works_under_torch_compile(op):
     x = torch.rand(2, 1, 6, 6)
 
     def smoothed_mean(t):
-        return wsmooth_ext.flow_noise(t, 8, 0.1, seed=2).view(2, 8, -1).mean(1)
+        return op(t, 8, 0.1, seed=2).view(2, 8, -1).mean(1)
 
     compiled = torch.compile(smoothed_mean, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), smoothed_mean(x))
+    # and the gradient, through the registered autograd and the backward's fake kernel
+    xc, xe = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    compiled(xc).sum().backward()
+    smoothed_mean(xe).sum().backward()
+    torch.testing.assert_close(xc.grad, xe.grad)
 
 
 def test_fallback_to_reference_warns_once(monkeypatch):
@@ -334,17 +358,29 @@ def test_bad_input_raises_value_error(op, kwargs, match):
 
 @pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
 @pytest.mark.parametrize("args,match", [
-    ((-torch.ones(1, 1, 3, 3), 2, 0.1, 0, 0, 0, torch.tensor([0]), True, False), "non-negative"),
-    ((torch.ones(1, 1, 3, 3), 0, 0.1, 0, 0, 0, torch.tensor([0]), True, False), "num_samples"),
-    ((torch.ones(1, 1, 3, 3), 2, -0.1, 0, 0, 0, torch.tensor([0]), True, False), "sigma"),
-    ((torch.ones(1, 1, 1, 3), 2, 0.1, 0, 0, 0, torch.tensor([0]), True, False), "H >= 2"),
-    ((torch.ones(1, 1, 3, 3), 2, 0.1, 7, 0, 0, torch.tensor([0]), True, False), "noise"),
-    ((torch.ones(1, 1, 3, 3), 2, 0.1, 0, 0, 0, torch.tensor([0, 1]), True, False), "keys"),
+    ((-torch.ones(1, 1, 3, 3), 2, 0.1, 0, 0, 0, torch.tensor([0]), True), "non-negative"),
+    ((torch.ones(1, 1, 3, 3), 0, 0.1, 0, 0, 0, torch.tensor([0]), True), "num_samples"),
+    ((torch.ones(1, 1, 3, 3), 2, -0.1, 0, 0, 0, torch.tensor([0]), True), "sigma"),
+    ((torch.ones(1, 1, 1, 3), 2, 0.1, 0, 0, 0, torch.tensor([0]), True), "H >= 2"),
+    ((torch.ones(1, 1, 3, 3), 2, 0.1, 7, 0, 0, torch.tensor([0]), True), "noise"),
+    ((torch.ones(1, 1, 3, 3), 2, 0.1, 0, 0, 0, torch.tensor([0, 1]), True), "keys"),
 ])
 def test_raw_op_checks_its_arguments(args, match):
     # value checks of x raise ValueError (TORCH_CHECK_VALUE), like the Python API; the rest RuntimeError
     with pytest.raises(ValueError if match == "non-negative" else RuntimeError, match=match):
         torch.ops.wsmooth_ext.flow_noise(*args)
+
+
+@pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
+def test_raw_pixel_op_checks_its_arguments_in_its_own_name():
+    keys = torch.tensor([0])
+    with pytest.raises(ValueError, match="wsmooth_ext.pixel_noise: x must be non-negative"):
+        torch.ops.wsmooth_ext.pixel_noise(-torch.ones(1, 1, 3, 3), 2, 0.1, 0, 0, 0, keys, True)
+    with pytest.raises(RuntimeError, match=r"wsmooth_ext.pixel_noise_backward: noise must be 0 \(laplace\) or 1 "
+                                           r"\(uniform\), got 7"):
+        torch.ops.wsmooth_ext.pixel_noise_backward(torch.ones(2, 1, 3, 3), torch.ones(1, 1, 3, 3), 2, 0.1, 7, 0, 0,
+                                                   keys, True)
+    assert torch.ops.wsmooth_ext.pixel_noise(torch.ones(1, 1, 1, 3), 2, 0.1, 0, 0, 0, keys, True).shape == (2, 1, 1, 3)
 
 
 # --- CUDA (skipped without a GPU) -------------------------------------------------------------------------------
@@ -407,7 +443,7 @@ def test_cpu_simd_and_portable_paths_agree(monkeypatch, pixel):
 ])
 def test_raw_backward_checks_its_arguments(change, match):
     args = dict(grad=torch.rand(6, 1, 4, 5), x=torch.rand(2, 1, 4, 5), num_samples=3, sigma=0.1, noise=0, seed=0,
-                sample_offset=0, keys=torch.tensor([0, 1]), normalize=True, pixel=False)
+                sample_offset=0, keys=torch.tensor([0, 1]), normalize=True)
     args.update(change)
     with pytest.raises(RuntimeError, match=match):
         torch.ops.wsmooth_ext.flow_noise_backward(*args.values())

@@ -108,7 +108,7 @@ double time_streams(const CpuKernels& kernels, int64_t kind, int64_t draws, int6
 }  // namespace
 
 double time_generator(const std::string& path, bool float64, int64_t kind, int64_t draws, int64_t streams) {
-  TORCH_CHECK(kind == kLaplace || kind == kUniform, "time_generator: noise must be 0 (laplace) or 1 (uniform)");
+  TORCH_CHECK(find_distribution(kind) != nullptr, "time_generator: noise must be ", distribution_codes());
   TORCH_CHECK(draws >= 1 && draws < (int64_t(1) << 31) && streams >= 1 && streams < (int64_t(1) << 31),
               "time_generator: draws and streams must be in [1, 2^31)");
   for (const CpuPath& candidate : cpu_paths()) {

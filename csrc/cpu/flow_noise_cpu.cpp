@@ -1,5 +1,6 @@
-// CPU kernels of wsmooth_ext::flow_noise and its backward: argument checks, the run-time choice of CPU path
-// (csrc/cpu/cpu_paths.h: avx512 / avx2 / default, ATEN_CPU_CAPABILITY), and the work split over threads.
+// CPU kernels of wsmooth_ext::flow_noise, wsmooth_ext::pixel_noise and their backwards: argument checks, the
+// run-time choice of CPU path (csrc/cpu/cpu_paths.h: avx512 / avx2 / default, ATEN_CPU_CAPABILITY), and the work
+// split over threads.
 //
 // For each output row (one sample of one image) the chosen path generates the noise of all its edges into a
 // small per-thread scratch buffer (one sample: 6 KB for MNIST, L1-resident; no noise tensor is ever
@@ -53,8 +54,11 @@ void for_each_chunk(int64_t rows, int64_t draws, const Body& body) {
   });
 }
 
-at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
-                          int64_t sample_offset, const at::Tensor& keys_in, bool normalize, bool pixel) {
+// The forward of either graph (kPixel: pixel_noise, else flow_noise); the two share everything but the stencil.
+template <bool kPixel>
+at::Tensor noise_cpu(const at::Tensor& x_in, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
+                     int64_t sample_offset, const at::Tensor& keys_in, bool normalize) {
+  constexpr bool pixel = kPixel;
   check_noise_args(x_in, num_samples, sigma, noise, sample_offset, keys_in, normalize, pixel);
   const auto x = x_in.contiguous();
   const auto keys = keys_in.contiguous();
@@ -75,9 +79,11 @@ at::Tensor flow_noise_cpu(const at::Tensor& x_in, int64_t num_samples, double si
   return out;
 }
 
-at::Tensor flow_noise_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t num_samples,
-                                   double sigma, int64_t noise, int64_t seed, int64_t sample_offset,
-                                   const at::Tensor& keys_in, bool normalize, bool pixel) {
+template <bool kPixel>
+at::Tensor noise_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t num_samples, double sigma,
+                              int64_t noise, int64_t seed, int64_t sample_offset, const at::Tensor& keys_in,
+                              bool normalize) {
+  constexpr bool pixel = kPixel;
   check_backward_args(grad_in, x_in, num_samples, sigma, noise, sample_offset, keys_in, pixel);
   const auto grad = grad_in.contiguous();
   const auto keys = keys_in.contiguous();
@@ -101,8 +107,10 @@ at::Tensor flow_noise_backward_cpu(const at::Tensor& grad_in, const at::Tensor& 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(wsmooth_ext, CPU, m) {
-  m.impl("flow_noise", &flow_noise_cpu);
-  m.impl("flow_noise_backward", &flow_noise_backward_cpu);
+  m.impl("flow_noise", &noise_cpu<false>);
+  m.impl("flow_noise_backward", &noise_backward_cpu<false>);
+  m.impl("pixel_noise", &noise_cpu<true>);
+  m.impl("pixel_noise_backward", &noise_backward_cpu<true>);
 }
 
 }  // namespace wsmooth

@@ -8,9 +8,9 @@
 // tests/test_cpu_paths_cross.py. Nothing here includes ATen: a translation unit that compiles part of it for
 // AVX2 must not emit out-of-line copies of library inlines.
 //
-// Bit-identity: each lane performs the same IEEE operations, in the same order, as the scalar unit_noise of
-// flow_noise.h (log_reduced is shared; the selects become masks whose untaken side adds an exact zero); with FMA
-// contraction off (setup.py) every path gives the same bits.
+// Bit-identity: each lane performs the same IEEE operations, in the same order, as the scalar rule of its
+// distribution (csrc/distributions.h; log_reduced is shared; the selects become masks whose untaken side adds an
+// exact zero); with FMA contraction off (setup.py) every path gives the same bits.
 #pragma once
 
 // GCC notes that passing 32/64-byte vectors by value changes the ABI without AVX: every function here is
@@ -22,8 +22,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
-#include "../flow_noise.h"
+#include "../distributions.h"
 
 #define WS_INLINE inline __attribute__((always_inline))
 
@@ -146,21 +147,33 @@ struct Pack {
   }
 };
 
-// out[j] = unit_noise<float>(words[j]) of flow_noise.h for j < N*K: K vectors of N lanes at a time.
+// out[j] = D::unit<float>(words[j]) (csrc/distributions.h) for j < N*K. This generic form runs a distribution's
+// scalar rule lane by lane; the overloads below are vector forms of Uniform's and Laplace's (the same bits).
+template <int N, int K, class D>
+WS_INLINE void unit_noise_lanes(D, const uint32_t* __restrict words, float* __restrict out) {
+  for (int j = 0; j < N * K; ++j) out[j] = D::template unit<float>(words[j]);
+}
+
 template <int N, int K>
-WS_INLINE void unit_noise_lanes(const uint32_t* __restrict words, int64_t kind, float* __restrict out) {
+WS_INLINE void unit_noise_lanes(Uniform, const uint32_t* __restrict words, float* __restrict out) {
   using u32 = typename Vec<N>::u32;
   using i32 = typename Vec<N>::i32;
   using f32 = typename Vec<N>::f32;
   u32 w[K];
   std::memcpy(w, words, sizeof w);
-  if (kind == kUniform) {
-    for (int k = 0; k < K; ++k) {
-      const i32 centred = bit_cast<i32>(w[k] ^ 0x80000000u);
-      store(out + k * N, (__builtin_convertvector(centred, f32) + 0.5f) * 4.656612873077392578125e-10f);
-    }
-    return;
+  for (int k = 0; k < K; ++k) {
+    const i32 centred = bit_cast<i32>(w[k] ^ 0x80000000u);
+    store(out + k * N, (__builtin_convertvector(centred, f32) + 0.5f) * 4.656612873077392578125e-10f);
   }
+}
+
+template <int N, int K>
+WS_INLINE void unit_noise_lanes(Laplace, const uint32_t* __restrict words, float* __restrict out) {
+  using u32 = typename Vec<N>::u32;
+  using i32 = typename Vec<N>::i32;
+  using f32 = typename Vec<N>::f32;
+  u32 w[K];
+  std::memcpy(w, words, sizeof w);
   // log_positive(u), u = (m + 1)·2^-31 with m the low 31 bits, split into mantissa and exponent
   Pack<N, K> m, e;
   for (int k = 0; k < K; ++k) {
@@ -180,37 +193,44 @@ WS_INLINE void unit_noise_lanes(const uint32_t* __restrict words, int64_t kind, 
   for (int k = 0; k < K; ++k) store(out + k * N, bit_cast<f32>(bit_cast<u32>(log_u.v[k]) ^ (~w[k] & 0x80000000u)));
 }
 
-// buf[g] = unit noise of draw g of stream s, for g < round_up(draws, 64).
-template <class Multiply>
-WS_INLINE void generate_lanes(const Stream& s, int64_t kind, int64_t draws, float* __restrict buf) {
-  // The whole batch is converted as one Pack: on AVX2 (8 lanes) this measured 1.85 ns per laplace draw on one
-  // core, against 2.3 / 3.3 / 5.4 ns with 4 / 2 / 1 vectors side by side (AMD EPYC Zen 3, under load).
-  constexpr int N = Multiply::kLanes, K = kDrawsPerBatch / N;
-  const KeySchedule<N> keys(s);
-  const int64_t batches = (draws + kDrawsPerBatch - 1) / kDrawsPerBatch;
-  for (int64_t batch = 0; batch < batches; ++batch) {
-    uint32_t words[kDrawsPerBatch];
-    batch_words<Multiply>(s, keys, static_cast<uint32_t>(batch * kBlocksPerBatch), words);
-    unit_noise_lanes<N, K>(words, kind, buf + batch * kDrawsPerBatch);
-  }
-}
+// The unit noise of one stream's draws for distribution D, into buf[g] for g < round_up(draws, 64). A function
+// object, not a lambda, so that with_distribution's call of it is always_inline: everything must inline into the
+// path's function (kernel_rows.h), or a call left out of line would pass vectors between code compiled for
+// different instruction sets (the -Wpsabi note above), and a lambda's operator() cannot be declared always_inline.
+template <class Multiply, typename scalar_t>
+struct StreamNoise {
+  const Stream& s;
+  int64_t draws;
+  scalar_t* buf;
 
-// float64: the words are vectorized the same way; the conversion is unit_noise<double> itself (libm's log,
-// the same function on every path), so only the Philox part differs from the scalar code.
-template <class Multiply>
-WS_INLINE void generate_lanes(const Stream& s, int64_t kind, int64_t draws, double* __restrict buf) {
-  const KeySchedule<Multiply::kLanes> keys(s);
-  const int64_t batches = (draws + kDrawsPerBatch - 1) / kDrawsPerBatch;
-  for (int64_t batch = 0; batch < batches; ++batch) {
-    uint32_t words[kDrawsPerBatch];
-    batch_words<Multiply>(s, keys, static_cast<uint32_t>(batch * kBlocksPerBatch), words);
-    double* out = buf + batch * kDrawsPerBatch;
-    if (kind == kLaplace) {
-      for (int g = 0; g < kDrawsPerBatch; ++g) out[g] = unit_noise<double>(words[g], kLaplace);
-    } else {
-      for (int g = 0; g < kDrawsPerBatch; ++g) out[g] = unit_noise<double>(words[g], kUniform);
+  template <class D>
+  WS_INLINE void operator()(D distribution) const {
+    constexpr int N = Multiply::kLanes, K = kDrawsPerBatch / N;
+    const KeySchedule<N> keys(s);
+    const int64_t batches = (draws + kDrawsPerBatch - 1) / kDrawsPerBatch;
+    for (int64_t batch = 0; batch < batches; ++batch) {
+      uint32_t words[kDrawsPerBatch];
+      batch_words<Multiply>(s, keys, static_cast<uint32_t>(batch * kBlocksPerBatch), words);
+      scalar_t* __restrict out = buf + batch * kDrawsPerBatch;
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        // The whole batch is converted as one Pack: on AVX2 (8 lanes) this measured 1.85 ns per laplace draw on
+        // one core, against 2.3 / 3.3 / 5.4 ns with 4 / 2 / 1 vectors side by side (AMD EPYC Zen 3, under load).
+        unit_noise_lanes<N, K>(distribution, words, out);
+      } else {
+        // float64: the words are vectorized the same way; the conversion is the distribution's scalar rule
+        // itself (libm's log, the same function on every path), so only the Philox part differs from the
+        // scalar code.
+        for (int g = 0; g < kDrawsPerBatch; ++g) out[g] = D::template unit<double>(words[g]);
+      }
     }
   }
+};
+
+// buf[g] = unit noise of draw g of stream s (distribution `kind`), for g < round_up(draws, 64): one loop per
+// distribution, chosen once per stream.
+template <class Multiply, typename scalar_t>
+WS_INLINE void generate_lanes(const Stream& s, int64_t kind, int64_t draws, scalar_t* __restrict buf) {
+  with_distribution(kind, StreamNoise<Multiply, scalar_t>{s, draws, buf});
 }
 
 }  // namespace simd

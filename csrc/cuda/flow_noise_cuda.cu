@@ -1,4 +1,5 @@
-// CUDA registration of wsmooth_ext::flow_noise and its backward: device guard, stream and launch. The kernels
+// CUDA registration of wsmooth_ext::flow_noise, wsmooth_ext::pixel_noise and their backwards: device guard, stream
+// and launch. The kernels
 // and their launch plans are in flow_noise_kernels.cuh, the host side shared with the emulated build in
 // flow_noise_launch.h.
 #include <ATen/ATen.h>
@@ -24,27 +25,34 @@ struct CudaLaunch {
   }
 };
 
-at::Tensor flow_noise_cuda(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
-                           int64_t sample_offset, const at::Tensor& keys, bool normalize, bool pixel) {
+// kPixel: pixel_noise, else flow_noise.
+template <bool kPixel>
+at::Tensor noise_cuda(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
+                      int64_t sample_offset, const at::Tensor& keys, bool normalize) {
   const c10::cuda::CUDAGuard device_guard(x.device());
-  return flow_noise_launch(CudaLaunch{c10::cuda::getCurrentCUDAStream()}, "wsmooth_ext.flow_noise (CUDA)", x,
-                           num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel);
+  return flow_noise_launch(CudaLaunch{c10::cuda::getCurrentCUDAStream()},
+                           kPixel ? "wsmooth_ext.pixel_noise (CUDA)" : "wsmooth_ext.flow_noise (CUDA)", x,
+                           num_samples, sigma, noise, seed, sample_offset, keys, normalize, kPixel);
 }
 
-at::Tensor flow_noise_backward_cuda(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples,
-                                    double sigma, int64_t noise, int64_t seed, int64_t sample_offset,
-                                    const at::Tensor& keys, bool normalize, bool pixel) {
+template <bool kPixel>
+at::Tensor noise_backward_cuda(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples, double sigma,
+                               int64_t noise, int64_t seed, int64_t sample_offset, const at::Tensor& keys,
+                               bool normalize) {
   const c10::cuda::CUDAGuard device_guard(grad.device());
-  return flow_noise_backward_launch(CudaLaunch{c10::cuda::getCurrentCUDAStream()},
-                                    "wsmooth_ext.flow_noise_backward (CUDA)", grad, x, num_samples, sigma, noise,
-                                    seed, sample_offset, keys, normalize, pixel);
+  return flow_noise_backward_launch(
+      CudaLaunch{c10::cuda::getCurrentCUDAStream()},
+      kPixel ? "wsmooth_ext.pixel_noise_backward (CUDA)" : "wsmooth_ext.flow_noise_backward (CUDA)", grad, x,
+      num_samples, sigma, noise, seed, sample_offset, keys, normalize, kPixel);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(wsmooth_ext, CUDA, m) {
-  m.impl("flow_noise", &flow_noise_cuda);
-  m.impl("flow_noise_backward", &flow_noise_backward_cuda);
+  m.impl("flow_noise", &noise_cuda<false>);
+  m.impl("flow_noise_backward", &noise_backward_cuda<false>);
+  m.impl("pixel_noise", &noise_cuda<true>);
+  m.impl("pixel_noise_backward", &noise_backward_cuda<true>);
 }
 
 }  // namespace wsmooth

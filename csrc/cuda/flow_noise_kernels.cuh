@@ -20,7 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../flow_noise.h"
+#include "../distributions.h"
 
 namespace wsmooth {
 namespace {

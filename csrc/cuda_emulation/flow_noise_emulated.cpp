@@ -1,6 +1,7 @@
 // The CUDA ops of wsmooth_ext, built for the CPU through cuda_emulation.h: the kernels of
 // csrc/cuda/flow_noise_kernels.cuh and the host side of csrc/cuda/flow_noise_launch.h, compiled by the host
-// compiler, registered for CPU tensors with the schemas of wsmooth_ext::flow_noise / flow_noise_backward.
+// compiler, registered for CPU tensors with the schemas of wsmooth_ext::flow_noise, pixel_noise and their
+// backwards.
 //
 // Test infrastructure: tests/test_cuda_emulation.py builds it with torch.utils.cpp_extension.load. Two macros
 // let the tests build variants of it: WS_KERNELS_HEADER (a deliberately broken copy of the kernels, to show
@@ -38,17 +39,21 @@ struct EmulatedLaunch {
   }
 };
 
-at::Tensor flow_noise_emulated(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
-                               int64_t sample_offset, const at::Tensor& keys, bool normalize, bool pixel) {
-  return flow_noise_launch(EmulatedLaunch{}, "flow_noise (emulated CUDA)", x, num_samples, sigma, noise, seed,
-                           sample_offset, keys, normalize, pixel);
+// kPixel: pixel_noise, else flow_noise (as csrc/cuda/flow_noise_cuda.cu).
+template <bool kPixel>
+at::Tensor noise_emulated(const at::Tensor& x, int64_t num_samples, double sigma, int64_t noise, int64_t seed,
+                          int64_t sample_offset, const at::Tensor& keys, bool normalize) {
+  return flow_noise_launch(EmulatedLaunch{}, kPixel ? "pixel_noise (emulated CUDA)" : "flow_noise (emulated CUDA)",
+                           x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, kPixel);
 }
 
-at::Tensor flow_noise_backward_emulated(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples,
-                                        double sigma, int64_t noise, int64_t seed, int64_t sample_offset,
-                                        const at::Tensor& keys, bool normalize, bool pixel) {
-  return flow_noise_backward_launch(EmulatedLaunch{}, "flow_noise_backward (emulated CUDA)", grad, x,
-                                    num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel);
+template <bool kPixel>
+at::Tensor noise_backward_emulated(const at::Tensor& grad, const at::Tensor& x, int64_t num_samples, double sigma,
+                                   int64_t noise, int64_t seed, int64_t sample_offset, const at::Tensor& keys,
+                                   bool normalize) {
+  return flow_noise_backward_launch(
+      EmulatedLaunch{}, kPixel ? "pixel_noise_backward (emulated CUDA)" : "flow_noise_backward (emulated CUDA)",
+      grad, x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, kPixel);
 }
 
 }  // namespace
@@ -59,11 +64,12 @@ at::Tensor flow_noise_backward_emulated(const at::Tensor& grad, const at::Tensor
 #define WS_TORCH_LIBRARY_IMPL(ns, key, m) TORCH_LIBRARY_IMPL(ns, key, m)
 
 WS_TORCH_LIBRARY(WS_EMULATED_LIBRARY, m) {
-  m.def(wsmooth::kFlowNoiseSchema);
-  m.def(wsmooth::kFlowNoiseBackwardSchema);
+  for (const char* schema : wsmooth::kOpSchemas) m.def(schema);
 }
 
 WS_TORCH_LIBRARY_IMPL(WS_EMULATED_LIBRARY, CPU, m) {
-  m.impl("flow_noise", &wsmooth::flow_noise_emulated);
-  m.impl("flow_noise_backward", &wsmooth::flow_noise_backward_emulated);
+  m.impl("flow_noise", &wsmooth::noise_emulated<false>);
+  m.impl("flow_noise_backward", &wsmooth::noise_backward_emulated<false>);
+  m.impl("pixel_noise", &wsmooth::noise_emulated<true>);
+  m.impl("pixel_noise_backward", &wsmooth::noise_backward_emulated<true>);
 }

@@ -14,11 +14,9 @@ extern const CpuKernels kDefaultPathKernels;
 using namespace wsmooth;
 
 template <typename T>
-void run(int64_t kind, bool pixel) {
-  const int64_t B = 2, C = 3, H = 7, W = 9, n = 4;
-  const double sigma = 0.05;
-  // as noise_scale in csrc/ops_common.h
-  const double lambda = kind == kLaplace ? sigma / std::sqrt(2.0) : sigma * std::sqrt(3.0);
+void run(const DistributionInfo& distribution, bool pixel) {
+  const int64_t B = 2, C = 3, H = 7, W = 9, n = 4, kind = distribution.code;
+  const double lambda = distribution.scale(0.05);  // sigma 0.05, as noise_scale in csrc/ops_common.h
   const Geometry geo{C, H, W, n, 9, C * draws_per_channel(H, W, pixel), (uint64_t(1) << 40) + 7, kind, pixel};
   std::vector<T> x(B * C * H * W), out(B * n * C * H * W), scratch(scratch_size(geo.draws));
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>((i % (C * H * W)) % 17) / T(16);
@@ -29,10 +27,10 @@ void run(int64_t kind, bool pixel) {
 }
 
 int main() {
-  for (int64_t kind : {kLaplace, kUniform})
+  for (const DistributionInfo& distribution : Distributions::kTable)  // in code order: laplace, uniform
     for (bool pixel : {false, true}) {
-      run<float>(kind, pixel);
-      run<double>(kind, pixel);
+      run<float>(distribution, pixel);
+      run<double>(distribution, pixel);
     }
   return 0;
 }

@@ -1,7 +1,8 @@
 """Certified Wasserstein radii from a lower bound on the top class's probability .
 
-Which certificates a noise family admits, its λ(σ) and the ρ₁ → W1 factors come from the noise registry
-(:mod:`wsmooth_ext.core.noises`); the formulas for ρ₁ live here. Derivations: ``docs/math.md`` §Certificates.
+The formulas for ρ₁ and λ(σ) come from the distribution table (:mod:`wsmooth_ext.core.distributions`), which
+certificates a family admits and the ρ₁ → W1 factors from the noise registry (:mod:`wsmooth_ext.core.noises`);
+the validation, the conversion and the rounding live here. Derivations: ``docs/math.md`` §Certificates.
 
 ρ₁ is the certified L1 radius in the *noise space* (the edge flows δ for flow noise, the normalized
 pixels x/s for pixel noise); λ is the noise scale (Laplace λ = σ/√2, uniform half-width λ = √3·σ):
@@ -36,12 +37,12 @@ from __future__ import annotations
 import math
 import numbers
 
-from . import noises
+from . import distributions, noises
 
-CERTIFICATES = ("tight", "paper", "uniform")
+CERTIFICATES = distributions.certificate_names()  # ("tight", "paper", "uniform")
 GROUND_METRICS = ("l2", "l1")
 
-# Relative error bound of the float64 formulas below is a handful of ulps; 16 ulps is a safe margin.
+# Relative error bound of the float64 formulas (core/distributions.py) is a handful of ulps; 16 ulps is a safe margin.
 _ROUND_DOWN_ULPS = 16
 
 
@@ -50,8 +51,9 @@ def resolve_certificate(noise: str, certificate: str | None) -> str:
     family = noises.get(noise)
     if certificate is None:
         return family.default_certificate
-    if certificate not in CERTIFICATES:
-        raise ValueError(f"certificate must be one of {list(CERTIFICATES)} or None, got {certificate!r}")
+    known = distributions.certificate_names()
+    if certificate not in known:
+        raise ValueError(f"certificate must be one of {list(known)} or None, got {certificate!r}")
     if certificate not in family.certificates:
         raise ValueError(f"certificate {certificate!r} is not valid for noise {noise!r}; valid: "
                          f"{list(family.certificates)}")
@@ -62,18 +64,6 @@ def _round_down(r: float) -> float:
     if r <= 0.0 or math.isinf(r):
         return max(r, 0.0)
     return max(0.0, r - _ROUND_DOWN_ULPS * math.ulp(r))
-
-
-def _noise_space_radius(p: float, lam: float, certificate: str) -> float:
-    """ρ₁ before rounding, for 1/2 < p ≤ 1. 2p − 1 and 1 − p are exact in float64 for p ∈ [1/2, 1]."""
-    if certificate == "uniform":
-        return 2.0 * lam * (p - 0.5)
-    if p == 1.0:
-        return math.inf
-    if certificate == "paper":
-        # ln(p/(1−p)) = log1p((2p − 1)/(1 − p)): no cancellation when p is near 1/2
-        return 0.5 * lam * math.log1p((2.0 * p - 1.0) / (1.0 - p))
-    return -lam * math.log(2.0 * (1.0 - p))  # tight; 2(1 − p) is exact
 
 
 def certified_radius(p_lower: float, sigma: float, noise: str, certificate: str | None,
@@ -100,5 +90,6 @@ def certified_radius(p_lower: float, sigma: float, noise: str, certificate: str 
     if p <= 0.5:
         return 0.0
     family = noises.get(noise)
-    rho1 = _noise_space_radius(p, family.scale(sigma), certificate)
+    distribution = distributions.get(family.distribution)
+    rho1 = distribution.certificates[certificate](p, distribution.scale(sigma))  # for 1/2 < p <= 1
     return _round_down(rho1 * family.w1_per_rho1[ground])

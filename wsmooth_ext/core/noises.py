@@ -1,7 +1,8 @@
 """The noise registry: every smoothing-noise family, and the sample-index ranges of the random stream.
 
 Each :class:`NoiseFamily` entry says everything the rest of the package needs to know about a family — which
-fused op draws it, its distribution and scale λ(σ), the certificates valid for it (strongest first: the
+fused op draws it, its distribution (an entry of :mod:`wsmooth_ext.core.distributions`, which gives its scale
+λ(σ), its code in the op and its certificates' formulas), the certificates valid for it (strongest first: the
 default), how a noise-space L1 radius converts to a Wasserstein radius, and the graph it lives on. The CLI's
 choices, checkpoint validation, training, benchmarks, certificates and the smoothed classifier all derive from
 :data:`FAMILIES`; adding a family is one entry here. Math: ``docs/math.md`` (§Noise families, §Certificates).
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ops, reference
+from . import distributions, ops, reference
 
 # ------------------------------------------------------------------------------------------ sample ranges
 SAMPLE_INDEX_LIMIT = ops.SAMPLE_INDEX_LIMIT  # the sample index is one 32-bit word of the Philox counter
@@ -51,9 +52,9 @@ class NoiseFamily:
     """One smoothing-noise family.
 
     ``domain``: "flow" (i.i.d. noise on the edges between 4-connected neighbouring pixels, applied through
-    the divergence stencil) or "pixel" (i.i.d. noise on every pixel of x/s). ``distribution``: the op's
-    noise kind, "laplace" or "uniform". ``certificates``: valid certificates, strongest first.
-    ``w1_per_rho1``: W1 radius per unit of noise-space L1 radius ρ₁, by ground metric.
+    the divergence stencil) or "pixel" (i.i.d. noise on every pixel of x/s). ``distribution``: a name of
+    ``distributions.DISTRIBUTIONS`` ("laplace", "uniform"). ``certificates``: valid certificates, strongest first,
+    among the distribution's. ``w1_per_rho1``: W1 radius per unit of noise-space L1 radius ρ₁, by ground metric.
     """
 
     name: str
@@ -63,13 +64,21 @@ class NoiseFamily:
     w1_per_rho1: dict
     summary: str
 
+    def __post_init__(self):
+        if self.domain not in ("flow", "pixel"):
+            raise ValueError(f"family {self.name!r}: domain must be 'flow' or 'pixel', got {self.domain!r}")
+        valid = distributions.get(self.distribution).certificate_names
+        if not self.certificates or not set(self.certificates) <= set(valid):
+            raise ValueError(f"family {self.name!r}: certificates must be some of {list(valid)} (those of "
+                             f"{self.distribution!r}), got {list(self.certificates)}")
+
     @property
     def default_certificate(self) -> str:
         return self.certificates[0]
 
     def scale(self, sigma: float) -> float:
-        """λ: Laplace scale σ/√2 or uniform half-width √3·σ (standard deviation σ either way)."""
-        return reference.noise_scale(self.distribution, sigma)
+        """λ(σ) of the distribution: Laplace scale σ/√2 or uniform half-width √3·σ (standard deviation σ)."""
+        return distributions.get(self.distribution).scale(sigma)
 
     def sample(self, x: torch.Tensor, num_samples: int, sigma: float, *, seed: int, sample_offset: int,
                keys: torch.Tensor | None) -> torch.Tensor:
@@ -86,14 +95,17 @@ class NoiseFamily:
 _FLOW_W1 = {"l1": 1.0, "l2": 1.0 / math.sqrt(2.0)}  # Lemma 1; an L2-ground unit move costs ≥ 1/√2 of L1
 _PIXEL_W1 = {"l1": 0.5, "l2": 0.5}  # ‖x/s − x'/s‖₁ ≤ 2·W1 under either ground metric
 
+_LAPLACE = distributions.get("laplace").certificate_names  # ("tight", "paper")
+_UNIFORM = distributions.get("uniform").certificate_names  # ("uniform",)
+
 FAMILIES: dict[str, NoiseFamily] = {f.name: f for f in (
-    NoiseFamily("flow-laplace", "flow", "laplace", ("tight", "paper"), _FLOW_W1,
+    NoiseFamily("flow-laplace", "flow", "laplace", _LAPLACE, _FLOW_W1,
                 "Laplace noise on every flow edge: the paper's Wasserstein smoothing"),
-    NoiseFamily("flow-uniform", "flow", "uniform", ("uniform",), _FLOW_W1,
+    NoiseFamily("flow-uniform", "flow", "uniform", _UNIFORM, _FLOW_W1,
                 "uniform noise on every flow edge"),
-    NoiseFamily("pixel-laplace", "pixel", "laplace", ("tight", "paper"), _PIXEL_W1,
+    NoiseFamily("pixel-laplace", "pixel", "laplace", _LAPLACE, _PIXEL_W1,
                 "Laplace noise on every pixel of x/s: the paper's Laplace-smoothing baseline"),
-    NoiseFamily("pixel-uniform", "pixel", "uniform", ("uniform",), _PIXEL_W1,
+    NoiseFamily("pixel-uniform", "pixel", "uniform", _UNIFORM, _PIXEL_W1,
                 "uniform noise on every pixel of x/s"),
 )}
 NOISES = tuple(FAMILIES)

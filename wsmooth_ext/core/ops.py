@@ -1,8 +1,10 @@
 """Python entry to the fused noise ops: validation, fake kernels, autograd, and the reference fallback.
 
-The C++ library (``wsmooth_ext._C``) registers ``torch.ops.wsmooth_ext.flow_noise`` and its backward with
-``TORCH_LIBRARY``; this module adds what the dispatcher needs from Python (``register_fake`` for
-``torch.compile``, ``register_autograd``) and the public functions ``flow_noise`` and ``pixel_noise``.
+The C++ library (``wsmooth_ext._C``) registers ``torch.ops.wsmooth_ext.flow_noise``, ``pixel_noise`` and their
+backwards with ``TORCH_LIBRARY`` (schemas in csrc/op_schemas.h: ``(x, num_samples, sigma, noise, seed,
+sample_offset, keys, normalize)``, ``noise`` a distribution's code); this module adds what the dispatcher needs
+from Python (``register_fake`` for ``torch.compile``, ``register_autograd``) and the public functions
+``flow_noise`` and ``pixel_noise``.
 Where no compiled kernel exists for the input's device, the pure-tensor reference (same Philox stream) runs
 instead, with a one-time warning: never a silent wrong answer.
 """
@@ -15,7 +17,7 @@ import warnings
 
 import torch
 
-from . import reference
+from . import distributions, reference
 
 try:  # The compiled library registers the ops on import; its Python module holds only cuda_version.
     from .. import _C
@@ -39,21 +41,24 @@ def check_cuda_versions(built: str, running: str | None) -> None:
 if _C is not None:
     check_cuda_versions(getattr(_C, "cuda_version", ""), torch.version.cuda)
 
-NOISE_CODES = {"laplace": 0, "uniform": 1}
 SAMPLE_INDEX_LIMIT = 2 ** 32  # the sample index fills one 32-bit word of the Philox counter
+OPS = {"flow": "flow_noise", "pixel": "pixel_noise"}  # the op of each graph; each has its "<op>_backward"
+_OP_NAMES = tuple(name for op in OPS.values() for name in (op, f"{op}_backward"))
 _warned_devices: set[str] = set()
 
 
 def _has_op() -> bool:
-    return _IMPORT_ERROR is None and hasattr(torch.ops, "wsmooth_ext") and hasattr(
-        torch.ops.wsmooth_ext, "flow_noise")
+    return _IMPORT_ERROR is None and hasattr(torch.ops, "wsmooth_ext") and all(
+        hasattr(torch.ops.wsmooth_ext, name) for name in _OP_NAMES)
 
 
 def _compiled_device_types() -> frozenset[str]:
+    """The device types for which every op (both graphs, forward and backward) has a compiled kernel."""
     if not _has_op():
         return frozenset()
     return frozenset(dev for dev, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-                     if torch._C._dispatch_has_kernel_for_dispatch_key("wsmooth_ext::flow_noise", key))
+                     if all(torch._C._dispatch_has_kernel_for_dispatch_key(f"wsmooth_ext::{name}", key)
+                            for name in _OP_NAMES))
 
 
 # Known at import (registration happens when _C loads), so the check is free and torch.compile-friendly.
@@ -118,8 +123,7 @@ def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel=Fal
     if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma)
             or sigma <= 0):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-    if noise not in NOISE_CODES:
-        raise ValueError(f"noise must be one of {sorted(NOISE_CODES)}, got {noise!r}")
+    distributions.get(noise)  # ValueError naming the valid ones
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     if isinstance(sample_offset, bool) or not isinstance(sample_offset, numbers.Integral) or sample_offset < 0:
@@ -140,15 +144,17 @@ def _validate(x, num_samples, sigma, noise, seed, sample_offset, keys, pixel=Fal
 def _check_range(x, sigma, noise, normalize, pixel) -> None:
     """Refuse σ (for these images) whose samples could overflow x's dtype: a bound, not a draw, decides.
 
-    A unit draw is at most 31·ln 2 (Laplace) or 1 (uniform) in size (csrc/flow_noise.h); a pixel receives
-    one draw (pixel noise) or four edge flows, scaled by s·λ (or λ in pixel units)."""
+    A unit draw is at most the distribution's ``unit_bound`` in size (31·ln 2 for Laplace, 1 for uniform:
+    core/distributions.py); a pixel receives one draw (pixel noise) or four edge flows, scaled by s·λ (or λ in
+    pixel units)."""
     if not x.numel() or torch.compiler.is_compiling():
         return
     largest, mass = torch.stack((x.amax(), x.sum(dim=(1, 2, 3)).amax())).tolist()
     if math.isnan(largest) or math.isnan(mass) or math.isinf(largest):
         return  # not images: the op's own value checks say so
-    unit = 31 * math.log(2) if noise == "laplace" else 1.0
-    bound = largest + (mass if normalize else 1.0) * reference.noise_scale(noise, sigma) * unit * (1 if pixel else 4)
+    distribution = distributions.get(noise)
+    bound = (largest + (mass if normalize else 1.0) * distribution.scale(sigma) * distribution.unit_bound
+             * (1 if pixel else 4))
     limit = torch.finfo(x.dtype).max
     if not bound < limit:
         raise ValueError(f"sigma={sigma:g} is too large for these images (mass up to {mass:.3g}): noisy pixels "
@@ -161,8 +167,9 @@ def _noise_op(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize
         _check_range(x, sigma, noise, normalize, pixel)
     num_samples, seed, sample_offset = int(num_samples), int(seed), int(sample_offset)
     if has_kernel(x.device):
-        return torch.ops.wsmooth_ext.flow_noise(x.contiguous(), num_samples, float(sigma), NOISE_CODES[noise],
-                                                seed, sample_offset, keys, bool(normalize), bool(pixel))
+        op = getattr(torch.ops.wsmooth_ext, OPS["pixel" if pixel else "flow"])
+        return op(x.contiguous(), num_samples, float(sigma), distributions.get(noise).code, seed, sample_offset, keys,
+                  bool(normalize))
     _warn_fallback(x.device)
     impl = reference.pixel_noise_reference if pixel else reference.flow_noise_reference
     return impl(x, num_samples, float(sigma), noise=noise, seed=seed, sample_offset=sample_offset,
@@ -213,50 +220,56 @@ def divergence(flow_v: torch.Tensor, flow_h: torch.Tensor) -> torch.Tensor:
 divergence_adjoint = reference.divergence_adjoint
 
 
-if _has_op():
-    @torch.library.register_fake("wsmooth_ext::flow_noise")
-    def _flow_noise_fake(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel):
+def _register(op: str) -> None:
+    """Fake kernels (torch.compile) and autograd, first and second order, of ``op`` and ``op``_backward."""
+    forward = getattr(torch.ops.wsmooth_ext, op)
+    backward = getattr(torch.ops.wsmooth_ext, f"{op}_backward")
+
+    @torch.library.register_fake(f"wsmooth_ext::{op}")
+    def _fake(x, num_samples, sigma, noise, seed, sample_offset, keys, normalize):
         torch._check(x.dim() == 4)
         return x.new_empty((x.shape[0] * num_samples,) + tuple(x.shape[1:]))
 
-    @torch.library.register_fake("wsmooth_ext::flow_noise_backward")
-    def _flow_noise_backward_fake(grad, x, num_samples, sigma, noise, seed, sample_offset, keys, normalize,
-                                  pixel):
+    @torch.library.register_fake(f"wsmooth_ext::{op}_backward")
+    def _backward_fake(grad, x, num_samples, sigma, noise, seed, sample_offset, keys, normalize):
         return torch.empty_like(x)
 
     def _setup_context(ctx, inputs, output):
-        x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel = inputs
+        x, num_samples, sigma, noise, seed, sample_offset, keys, normalize = inputs
         ctx.save_for_backward(x, keys)
-        ctx.args = (num_samples, sigma, noise, seed, sample_offset, normalize, pixel)
+        ctx.args = (num_samples, sigma, noise, seed, sample_offset, normalize)
 
     def _backward(ctx, grad):
         x, keys = ctx.saved_tensors
-        num_samples, sigma, noise, seed, sample_offset, normalize, pixel = ctx.args
-        grad_x = torch.ops.wsmooth_ext.flow_noise_backward(grad.contiguous(), x, num_samples, sigma, noise,
-                                                           seed, sample_offset, keys, normalize, pixel)
-        return grad_x, None, None, None, None, None, None, None, None
+        num_samples, sigma, noise, seed, sample_offset, normalize = ctx.args
+        grad_x = backward(grad.contiguous(), x, num_samples, sigma, noise, seed, sample_offset, keys, normalize)
+        return grad_x, None, None, None, None, None, None, None
 
-    torch.library.register_autograd("wsmooth_ext::flow_noise", _backward, setup_context=_setup_context)
+    torch.library.register_autograd(f"wsmooth_ext::{op}", _backward, setup_context=_setup_context)
 
     # Second order. out_k = x + s·λ·D_k (s = Σx when normalizing, else 1) is affine in x, so the backward
     # grad ↦ Σ_k grad_k + λ·Σ_k ⟨grad_k, D_k⟩ (on every pixel) is linear in grad and does not depend on x.
     # Its own backward maps gg (shaped like x) to gg + λ·D_k·Σgg for every sample k; λ·D_k is the op applied
     # to a zero image in pixel units (normalize=False), which regenerates exactly the same draws.
     def _setup_backward_context(ctx, inputs, output):
-        _, x, num_samples, sigma, noise, seed, sample_offset, keys, normalize, pixel = inputs
+        _, x, num_samples, sigma, noise, seed, sample_offset, keys, normalize = inputs
         ctx.save_for_backward(x, keys)
-        ctx.args = (num_samples, sigma, noise, seed, sample_offset, normalize, pixel)
+        ctx.args = (num_samples, sigma, noise, seed, sample_offset, normalize)
 
     def _double_backward(ctx, gg):
         x, keys = ctx.saved_tensors
-        num_samples, sigma, noise, seed, sample_offset, normalize, pixel = ctx.args
+        num_samples, sigma, noise, seed, sample_offset, normalize = ctx.args
         grad_grad = gg.repeat_interleave(num_samples, dim=0)
         if normalize:
-            unit = torch.ops.wsmooth_ext.flow_noise(torch.zeros_like(x), num_samples, sigma, noise, seed,
-                                                    sample_offset, keys, False, pixel)
+            unit = forward(torch.zeros_like(x), num_samples, sigma, noise, seed, sample_offset, keys, False)
             total = gg.sum(dim=(1, 2, 3), keepdim=True).repeat_interleave(num_samples, dim=0)
             grad_grad = grad_grad + unit * total
-        return grad_grad, None, None, None, None, None, None, None, None, None
+        return grad_grad, None, None, None, None, None, None, None, None
 
-    torch.library.register_autograd("wsmooth_ext::flow_noise_backward", _double_backward,
+    torch.library.register_autograd(f"wsmooth_ext::{op}_backward", _double_backward,
                                     setup_context=_setup_backward_context)
+
+
+if _has_op():
+    for _op in OPS.values():
+        _register(_op)

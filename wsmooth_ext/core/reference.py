@@ -14,9 +14,9 @@ Everything here is differentiable with respect to ``x`` through ordinary autogra
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from . import distributions
 
 # Philox4x32-10 constants (Salmon et al. 2011, Random123).
 _PHILOX_M0 = 0xD2511F53
@@ -24,8 +24,6 @@ _PHILOX_M1 = 0xCD9E8D57
 _PHILOX_W0 = 0x9E3779B9
 _PHILOX_W1 = 0xBB67AE85
 _MASK32 = 0xFFFFFFFF
-
-NOISE_KINDS = ("laplace", "uniform")
 
 
 def philox4x32_10(counter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
@@ -72,30 +70,14 @@ def random_words(seed: int, keys: torch.Tensor, sample_offset: int, num_samples:
 
 
 def words_to_noise(words: torch.Tensor, noise: str, scale: float, dtype: torch.dtype) -> torch.Tensor:
-    """Map uint32 words to noise with the rule of csrc/flow_noise.h.
-
-    laplace: sign = bit 31, m = low 31 bits, u = (m + 1) * 2**-31 in (0, 1], value = ±scale * (-ln u).
-             u never reaches 0, so every value is finite.
-    uniform: value = scale * ((int32)(word ^ 2**31) + 0.5) * 2**-31, in (-scale, scale).
-    """
-    if noise == "laplace":
-        m = (words & 0x7FFFFFFF).to(dtype)
-        magnitude = -torch.log((m + 1.0) * 2.0 ** -31)
-        sign = 1.0 - 2.0 * ((words >> 31) & 1).to(dtype)
-        return scale * sign * magnitude
-    if noise == "uniform":
-        centred = (words - 2 ** 31).to(dtype)  # (int32)(word ^ 2**31) in C
-        return scale * (centred + 0.5) * 2.0 ** -31
-    raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    """Map uint32 words to noise of scale λ = ``scale`` with the rule of distribution ``noise``
+    (``core/distributions.py``, the tensor form of csrc/distributions.h)."""
+    return distributions.get(noise).words_to_noise(words, scale, dtype)
 
 
 def noise_scale(noise: str, sigma: float) -> float:
-    """Laplace scale λ = σ/√2 or uniform half-width √3·σ: both give standard deviation σ."""
-    if noise == "laplace":
-        return sigma / math.sqrt(2.0)
-    if noise == "uniform":
-        return sigma * math.sqrt(3.0)
-    raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    """λ(σ) of distribution ``noise`` (Laplace scale σ/√2, uniform half-width √3·σ): standard deviation σ."""
+    return distributions.get(noise).scale(sigma)
 
 
 def divergence(flow_v: torch.Tensor, flow_h: torch.Tensor) -> torch.Tensor:
@@ -191,8 +173,4 @@ def pixel_noise_reference(x: torch.Tensor, num_samples: int, sigma: float, *, no
 
 
 def _torch_noise(shape, noise: str, scale: float, like: torch.Tensor) -> torch.Tensor:
-    if noise == "laplace":
-        dist = torch.distributions.Laplace(torch.zeros((), dtype=like.dtype, device=like.device),
-                                           torch.full((), scale, dtype=like.dtype, device=like.device))
-        return dist.sample(shape)
-    return (torch.rand(shape, dtype=like.dtype, device=like.device) * 2.0 - 1.0) * scale
+    return distributions.get(noise).torch_noise(shape, scale, like)

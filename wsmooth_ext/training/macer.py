@@ -1,7 +1,7 @@
 """``macer`` (Zhai et al. 2020) with this package's certificates: the soft smoothed classifier's
 cross-entropy plus λ·max(0, 1 − ξ/γ) on examples the (β-sharpened) soft smoothed classifier gets right, ξ its
-certified noise-space L1 radius (−λ_s·ln(2(1 − p_y)) for Laplace noise, 2λ_s(p_y − 1/2) for uniform, λ_s the
-noise scale) and γ the target radius."""
+certified noise-space L1 radius (the distribution's ``macer_radius`` in core/distributions.py: −λ_s·ln(2(1 − p_y))
+for Laplace noise, 2λ_s(p_y − 1/2) for uniform, λ_s the noise scale) and γ the target radius."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core import distributions
 from .common import noisy_logits, num_noise, smoothed_cross_entropy
 from .method import Batch, TrainingMethod
 from .params import RADIUS_MAX, RADIUS_MIN, WEIGHT_MAX, hyper
@@ -30,13 +31,10 @@ class MacerParams:
 
 def macer_radius(p: torch.Tensor, q: torch.Tensor, distribution: str, scale: float) -> torch.Tensor:
     """The certified noise-space L1 radius ξ for top-class probability p (q = 1 − p, given separately so that
-    it keeps its precision near p = 1): −scale·ln(2q) for "laplace" (the tight certificate), 2·scale·(p − 1/2)
-    = scale·(p − q) for "uniform"; negative below p = 1/2 (MACER's hinge then pushes harder)."""
-    if distribution == "laplace":
-        return -scale * torch.log(2 * q.clamp(min=1e-30))
-    if distribution == "uniform":
-        return scale * (p - q)
-    raise ValueError(f"distribution must be 'laplace' or 'uniform', got {distribution!r}")
+    it keeps its precision near p = 1), from the distribution table: −scale·ln(2q) for "laplace" (the tight
+    certificate), 2·scale·(p − 1/2) = scale·(p − q) for "uniform"; negative below p = 1/2 (MACER's hinge then
+    pushes harder)."""
+    return distributions.get(distribution).macer_radius(p, q, scale)
 
 
 def macer_loss(logits: torch.Tensor, labels: torch.Tensor, lam: float, gamma: float, beta: float,
