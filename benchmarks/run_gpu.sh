@@ -73,7 +73,7 @@ step() {  # step NAME COMMAND...: run, keep the log, remember a failure, carry o
 # The CUDA tests must run, not skip: -m cuda selects them, and a skip is reported as a failure below.
 step cuda_tests "$PY" -m pytest -m cuda tests -rs -q -p no:cacheprovider
 if grep -q "skipped" "$LOGS/cuda_tests.log"; then echo "   CUDA tests were skipped"; status=1; fi
-step kernel_tests "$PY" -m pytest tests/test_flow_noise.py tests/test_cuda_emulation.py -q -p no:cacheprovider
+step kernel_tests "$PY" -m pytest tests/kernels/test_flow_noise.py tests/kernels/test_cuda_emulation.py -q -p no:cacheprovider
 step bench_flow_noise "$PY" -m pytest benchmarks/bench_flow_noise.py --benchmark-only -q -p no:cacheprovider
 step bench_certify "$PY" -m pytest benchmarks/bench_certify.py --benchmark-only -q -p no:cacheprovider
 

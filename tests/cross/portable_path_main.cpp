@@ -1,5 +1,5 @@
 // Runs the "default" CPU path of the kernel (csrc/cpu/path_default.cpp, no ATen) on fixed inputs and writes the
-// outputs' raw bytes to stdout; tests/test_cpu_paths_cross.py builds it for AArch64, runs it under qemu and
+// outputs' raw bytes to stdout; tests/kernels/test_cpu_paths_cross.py builds it for AArch64, runs it under qemu and
 // compares the bytes with the x86 build's op. Inputs: x[c,i,j] = ((c*H + i)*W + j) % 17 / 16, keys {5, 2^34 + 1},
 // seed 2^40 + 7, sample_offset 9, num_samples 4, shape [2, 3, 7, 9], normalize = false, sigma 0.05.
 #include <cmath>

@@ -11,7 +11,7 @@ choices, the analysis' axis labels, and adversarial training against each attack
 --adversarial``, :mod:`wsmooth_ext.training.adversarial`) all derive from here (read at call time, so an entry
 added later counts; training's methods are made when the training registry is imported). Adding an attack is
 its class and one entry in :data:`ATTACKS` (docs/architecture.md §How to add an attack;
-``tests/test_attack_recipe.py`` follows it).
+``tests/attacks/test_attack_recipe.py`` follows it).
 """
 
 from __future__ import annotations

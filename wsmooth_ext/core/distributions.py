@@ -2,7 +2,7 @@
 
 Each :class:`Distribution` entry of :data:`DISTRIBUTIONS` gives
 
-* ``code``: the ops' ``noise`` argument, the same as in ``csrc/distributions.h`` (``tests/test_distributions.py``
+* ``code``: the ops' ``noise`` argument, the same as in ``csrc/distributions.h`` (``tests/kernels/test_distributions.py``
   compares this table with the compiled one, ``_C.distributions()``);
 * λ(σ) = σ·``lambda_mul``/``lambda_div``, the scale of a unit draw that gives it standard deviation σ (Laplace
   λ = σ/√2, uniform half-width λ = √3·σ), evaluated as the C++ side evaluates it;

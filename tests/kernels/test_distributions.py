@@ -12,7 +12,7 @@ import torch
 from wsmooth_ext.core import distributions, noises, ops, reference
 from wsmooth_ext.core.distributions import DISTRIBUTIONS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 compiled = pytest.mark.skipif(not ops.has_kernel("cpu"), reason="compiled CPU kernel not built")
 SIGMAS = [1e-6, 0.005, 0.01, 0.07, 0.1, 0.3, 1.0, 1 / 3, 3.0, 7.77, 1e4]
 

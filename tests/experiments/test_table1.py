@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_n
               pytest.mark.usefixtures("one_thread")]
 
 # ../shared beside the checkout (or beside the folder of worktrees): full MNIST, the paper, the authors' models
-SHARED = next((p / "shared" for p in Path(__file__).resolve().parents[2:4] if (p / "shared").is_dir()),
+SHARED = next((p / "shared" for p in Path(__file__).resolve().parents[3:5] if (p / "shared").is_dir()),
               Path("../shared"))
 PAPER_TEXT = SHARED / "paper" / "wasserstein_smoothing_levine_feizi_2020.txt"
 AUTHORS = SHARED / "checkpoints" / "levine_feizi_2020"

@@ -348,7 +348,7 @@ def test_fallback_to_reference_warns_once(monkeypatch):
 ])
 def test_bad_input_raises_value_error(op, kwargs, match):
     if op is wsmooth_ext.pixel_noise and match in ("H >= 2", "W >= 2"):
-        pytest.skip("pixel noise has no flows: 1-pixel-wide images are valid (tests/test_trust.py)")
+        pytest.skip("pixel noise has no flows: 1-pixel-wide images are valid (tests/core/test_python_api_refusals.py)")
     args = dict(x=torch.ones(1, 1, 3, 3), num_samples=2, sigma=0.1)
     args.update(kwargs)
     x = args.pop("x")
@@ -421,7 +421,7 @@ def test_cuda_backward_matches_cpu(pixel):
 @pytest.mark.parametrize("pixel", [False, True])
 def test_cpu_simd_and_portable_paths_agree(monkeypatch, pixel):
     """The best CPU path here and the portable one (ATEN_CPU_CAPABILITY=default) give the very same samples
-    (every path, forced in turn: tests/test_cpu_paths.py)."""
+    (every path, forced in turn: tests/kernels/test_cpu_paths.py)."""
     x = torch.rand(2, 3, 9, 13)
     op = wsmooth_ext.pixel_noise if pixel else wsmooth_ext.flow_noise
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)

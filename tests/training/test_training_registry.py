@@ -25,7 +25,7 @@ from conftest import wong_digits_model as _model
 pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"),
               pytest.mark.usefixtures("one_thread")]
 QUIET = dict(progress=False, log=lambda line: None)
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 PACKAGE = Path(training.__file__).parent
 
 

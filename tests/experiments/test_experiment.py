@@ -315,7 +315,7 @@ def test_method_options_are_checked_before_any_work(tmp_path, capsys, bad, needl
     assert not (tmp_path / "x").exists()
 
 
-SHARED = next((p / "shared" for p in __import__("pathlib").Path(__file__).resolve().parents[2:4]
+SHARED = next((p / "shared" for p in __import__("pathlib").Path(__file__).resolve().parents[3:5]
                if (p / "shared").is_dir()), None)
 
 

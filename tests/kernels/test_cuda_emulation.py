@@ -28,7 +28,7 @@ from torch.utils import cpp_extension
 import wsmooth_ext
 from wsmooth_ext.core import distributions, ops, reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EMULATION_DIR = ROOT / "csrc" / "cuda_emulation"
 KERNELS_HEADER = ROOT / "csrc" / "cuda" / "flow_noise_kernels.cuh"
 BUILD_DIR = ROOT / "build" / "cuda_emulation"  # build/ is git-ignored; ninja rebuilds what changed
