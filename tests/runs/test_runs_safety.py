@@ -157,7 +157,7 @@ def test_a_full_disk_gives_one_line_and_leaves_nothing_half_written(tmp_path):
     run = _run_with_file_size_limit(tmp_path, ["certify", ckpt, "--dataset", "digits", "--out", str(out)]
                                     + CERTIFY_FAST, 700)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
-    assert not out.exists()  # not one row fitted: the run leaves nothing that would block its rerun (issue 20.4)
+    assert not out.exists()  # not one row fitted: the run leaves nothing that would block its rerun
     run = _run_with_file_size_limit(tmp_path, ["certify", ckpt, "--dataset", "digits", "--out", str(out)]
                                     + CERTIFY_FAST, 2500)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr

@@ -1,4 +1,4 @@
-"""Training methods (issue 12): the losses against naive formulas, the SmoothAdv perturbation's constraints,
+"""Training methods: the losses against naive formulas, the SmoothAdv perturbation's constraints,
 the noise-draw contract for m copies, learning, resume exactness per method, and the CLI."""
 
 import math

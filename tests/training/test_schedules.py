@@ -1,4 +1,4 @@
-"""Learning-rate schedules and the sigma warm-up (issue 28, item 1): the learning rate of every step against
+"""Learning-rate schedules and the sigma warm-up: the learning rate of every step against
 closed forms written here and against torch's own schedulers, the sigma of every epoch, what the loop sets and
 draws, resume == uninterrupted run, the resume refusals, the defaults training as before, and the options of
 `wsmooth train` and the experiments."""

@@ -1,4 +1,4 @@
-"""Training under abuse (issue 20, the training items): absurd hyper-parameters refused before training with
+"""Training under abuse: absurd hyper-parameters refused before training with
 their stated ranges, a diverging loss stopped at once without overwriting a good checkpoint, resuming with
 another dataset or fewer epochs refused, clean training that says nothing about noise, and a closed stdout."""
 

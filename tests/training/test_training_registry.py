@@ -1,4 +1,4 @@
-"""The training package (issue 17): a method is its module plus one registry line (shown by registering one
+"""The training package: a method is its module plus one registry line (shown by registering one
 here, without touching any other file), checkpoints written before the package train alike (and, predating the
 learning-rate schedules, are refused by --resume), and the loop stays generic and small."""
 
@@ -136,7 +136,7 @@ OLD_BASE = ["train", "--dataset", "digits", "--arch", "wong_mnist", "--train-siz
 
 @pytest.mark.parametrize("name", sorted(OLD))
 def test_checkpoints_written_before_the_schedules_are_refused_and_train_alike(name, tmp_path, capsys):
-    """They predate the learning-rate schedules (issue 28): --resume refuses them in one line naming the missing
+    """They predate the learning-rate schedules: --resume refuses them in one line naming the missing
     key and leaves them as they were; a fresh run of today's code with their settings trains their first epoch
     as the code that wrote them did, and records the same train_args plus the schedule's defaults."""
     from wsmooth_ext.training import options, schedules

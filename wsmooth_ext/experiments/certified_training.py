@@ -1,4 +1,4 @@
-"""The certified-training comparison (issue 12): every training method at every σ, certified on held-out digits.
+"""The certified-training comparison: every training method at every σ, certified on held-out digits.
 
 A declaration on :mod:`.engine`. For each (method, σ) it trains ``arch`` (default ``wong_mnist``; any of
 ``inputs.models.ARCHS``) on the training images of ``dataset`` (``mnist5k``, ``digits`` or the official ``mnist``

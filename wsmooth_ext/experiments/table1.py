@@ -1,4 +1,4 @@
-"""The paper's Table 1 (issue 18): Wasserstein (flow-laplace) and Laplace (pixel-laplace) smoothing on the MNIST
+"""The paper's Table 1: Wasserstein (flow-laplace) and Laplace (pixel-laplace) smoothing on the MNIST
 test set at every σ of the paper's grid, next to the published values.
 
 A declaration on :mod:`.engine`. For each (noise, σ): a model, either the file ``--checkpoints DIR/PATTERN``

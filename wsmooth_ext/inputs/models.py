@@ -11,7 +11,7 @@ Architectures (``ARCHS``):
   ``nn.Sequential`` with the reference code's indices (0, 2, 5, 7), so the paper's checkpoints map on by name.
 * ``resnet18`` — the CIFAR-style ResNet-18 of the paper (3×3 stem, no max-pool, BasicBlocks [2, 2, 2, 2]).
 * ``cifar_small`` — a 4-conv CNN (≈0.6 M parameters) that trains in minutes on a CPU.
-* ``mnist_cnn4`` — a wider MNIST network than ``wong_mnist`` (issue 19's capacity lever): four 3×3 convolutions
+* ``mnist_cnn4`` — a wider MNIST network than ``wong_mnist``: four 3×3 convolutions
   of 32, 32, 64 and 64 channels (padding 1; the second and fourth with stride 2, so an H×W image becomes
   ⌈⌈H/2⌉/2⌉×⌈⌈W/2⌉/2⌉: 7×7 on MNIST, 2×2 on 8×8 ``digits``), each followed by ReLU, then FC(64·7·7 = 3,136 → 256)–
   ReLU–FC(256→classes). 0.87 M parameters on MNIST (wong_mnist: 0.17 M) and about 13× wong_mnist's

@@ -1,4 +1,4 @@
-"""`wsmooth experiment certified-training`: the training methods compared by certified radius (issue 12)."""
+"""`wsmooth experiment certified-training`: the training methods compared by certified radius."""
 
 from __future__ import annotations
 

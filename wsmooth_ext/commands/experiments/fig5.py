@@ -1,5 +1,5 @@
 """`wsmooth experiment fig5`: the paper's Fig. 5 — standard, adversarially trained and smoothed models under
-Wasserstein attack (issue 11, item 6)."""
+Wasserstein attack."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`wsmooth experiment table1`: the paper's Table 1 on the MNIST test set, beside the published values (issue 18)."""
+"""`wsmooth experiment table1`: the paper's Table 1 on the MNIST test set, beside the published values."""
 
 from __future__ import annotations
 
