@@ -146,11 +146,16 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def worker(conn, threads: int, parent: int) -> None:
-    """A worker's life: the shared inputs once, then steps until told to stop (None) or terminated."""
+def worker(conn, threads: int, parent: int, retain: bool = False) -> None:
+    """A worker's life: the shared inputs once, then steps until told to stop (None) or terminated. ``retain``:
+    keep freed memory as the parent does (:mod:`wsmooth_ext.infra.allocator`; the ``wsmooth`` command's choice)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops the workers
     signal.signal(signal.SIGTERM, _stop)
     _die_with_parent(parent)
+    if retain:
+        from ..infra.allocator import retain_freed_memory
+
+        retain_freed_memory()
     import torch
 
     from .engine import _obtain
@@ -189,6 +194,8 @@ def execute(plan: list, ctx, jobs: int, models_first: bool) -> tuple[list, list]
 
     import torch
 
+    from ..infra.allocator import retaining
+
     order = tasks(plan, models_first)
     count = workers_for(plan, jobs)
     threads = max(1, torch.get_num_threads() // count)
@@ -203,7 +210,8 @@ def execute(plan: list, ctx, jobs: int, models_first: bool) -> tuple[list, list]
     try:
         for i in range(count):
             mine, theirs = spawn.Pipe()
-            proc = spawn.Process(target=worker, args=(theirs, threads, os.getpid()), name=f"wsmooth-job-{i + 1}")
+            proc = spawn.Process(target=worker, args=(theirs, threads, os.getpid(), retaining()),
+                                 name=f"wsmooth-job-{i + 1}")
             proc.start()
             theirs.close()
             procs.append(proc)
