@@ -21,7 +21,7 @@ SIGMAS = ("0.01", "0.02")
 RADII = (0.0, 0.01, 0.02)
 TINY = ["--dataset", "digits", "--train-size", "300", "--epochs", "2", "--lr", "0.01", "--batch", "32",
         "--max-images", "8", "--n0", "16", "--samples", "64", "--radii", "0,0.01,0.02", "--device", "cpu",
-        "--no-progress"]
+        "--no-progress", "--jobs", "1"]  # in this process: the tests replace its runners (--jobs N: tests/test_jobs.py)
 TIMES = ("training s", "certification s")
 
 

@@ -26,7 +26,8 @@ GRID = (0.0, 0.1, 0.2, 0.4)
 ATTACK = ["--max-images", "4", "--max-iter", "3", "--eps0", "0.1", "--eps-factor", "2", "--eps-every", "1"]
 TINY = ["--dataset", "digits", "--train-size", "300", "--epochs", "2", "--lr", "0.01", "--batch", "32",
         "--adv-eps-warmup", "1", *ATTACK, "--n-grad", "4", "--n-test", "32", "--attack-batch", "2",
-        "--grid", "0,0.1,0.2,0.4", "--device", "cpu", "--no-progress"]
+        "--grid", "0,0.1,0.2,0.4", "--device", "cpu", "--no-progress",
+        "--jobs", "1"]  # in this process: the tests replace its runners (--jobs N: tests/test_jobs.py)
 
 
 def _experiment(out, *extra):

@@ -25,7 +25,8 @@ SHARED = next((p / "shared" for p in Path(__file__).resolve().parents[3:5] if (p
 PAPER_TEXT = SHARED / "paper" / "wasserstein_smoothing_levine_feizi_2020.txt"
 AUTHORS = SHARED / "checkpoints" / "levine_feizi_2020"
 TINY = ["--dataset", "digits", "--sigmas", "0.01,0.02", "--skip", "2", "--max-images", "6", "--n-predict", "64",
-        "--n0", "16", "--samples", "64", "--pattern", "{noise}_sigma{sigma}.pt", "--device", "cpu", "--no-progress"]
+        "--n0", "16", "--samples", "64", "--pattern", "{noise}_sigma{sigma}.pt", "--device", "cpu", "--no-progress",
+        "--jobs", "1"]  # in this process: the tests replace its runners (--jobs N: tests/test_jobs.py)
 
 
 @pytest.fixture(scope="module")

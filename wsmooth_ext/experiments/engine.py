@@ -18,6 +18,13 @@ columns), so they may change on ``--resume``; only ``view`` (the report's column
 An experiment is run by ``wsmooth experiment NAME`` unless it names its own ``command`` (``wsmooth demo``, whose
 reruns continue the folder without ``--resume``); settings it declares in ``grows`` may be raised on resume (the
 demo's ``--epochs``: each model is trained further and the logs of its older weights are redone).
+
+``jobs`` (``--jobs N``) is a way of running, not a setting (not recorded; ``--resume`` may use another): with 1
+the steps run one after the other in this process; with more, the steps that do not wait on one another (every
+model; an evaluation once its model is ready) run in up to N spawned worker processes (:mod:`._jobs`), and the
+runs are assembled in plan order before the report, so the folder is the same for every N (at the same intra-op
+threads per step: a worker gets ``T // N`` of the parent's T, and training on a CPU rounds differently with
+another thread count).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from . import _checks, _folder, options
+from . import _checks, _folder, _jobs, options
 from .steps import Context, Data, Given, Model, Run, Train
 
 __all__ = ["Experiment", "Finished", "Report", "Result", "SUMMARY_FILE", "check_folder", "command_line",
@@ -202,13 +209,14 @@ def load_data(experiment: Experiment, s, data_dir, needs_train: bool) -> Data:
 
 def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bool = False, quick: bool = False,
                    device=None, data_dir=None, progress: bool = True, log: Callable[[str], None] | None = None,
-                   **extras) -> Result:
+                   jobs: int | None = 1, **extras) -> Result:
     """Run (or, with ``resume``, continue) ``experiment`` into ``out_dir``; return its result.
 
     ``settings``: an instance of ``experiment.settings`` (default: the full size). ``extras``: values of
     ``experiment.extras`` by name. ``device``: a torch device (default CPU). ``quick`` only records that the
     settings came from --quick (for messages and the command line). Every setting, every given checkpoint and
-    the folder are checked before any work.
+    the folder are checked before any work. ``jobs``: steps run at once, each in a worker process (1: one after
+    the other in this process; None: one per core); it changes no file but the times they record.
     """
     import torch
 
@@ -219,6 +227,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
     log = log or (lambda line: print(line, flush=True))
     settings = experiment.check_settings(settings if settings is not None else experiment.defaults())
     extras = experiment.check_extras(extras)
+    jobs = _jobs.default_jobs() if jobs is None else _jobs.JOBS.check(jobs, "jobs")
     _check_images_at_once(experiment, settings, extras)
     device = torch.device(device if device is not None else "cpu")
     out = Path(out_dir)
@@ -255,7 +264,7 @@ def run_experiment(experiment: Experiment, out_dir, settings=None, *, resume: bo
                 record["command"] = command_line(experiment, settings, out, quick, extras, data_dir)
                 write_atomic(out / _folder.SETTINGS_FILE, (json.dumps(record, indent=2) + "\n").encode())
         log(_introduction(experiment, plan, ctx))
-        finished = _execute(experiment, plan, ctx)
+        finished = _execute(experiment, plan, ctx, jobs)
         result = Result(experiment, settings, extras, out, bool(quick), data, finished, data_dir=data_dir)
         result.report = experiment.report(result)
         text = result.report.text + f"Command: `{result.command}` ({experiment.continues}).\n"
@@ -282,8 +291,12 @@ def _introduction(experiment: Experiment, plan: list, ctx: Context) -> str:
     return f"{experiment.name}: {'; '.join(parts)}; {ctx.device}; output in {ctx.out}"
 
 
-def _execute(experiment: Experiment, plan: list, ctx: Context) -> list:
-    """Every run's model and evaluations, in declared order; models first or run by run."""
+def _execute(experiment: Experiment, plan: list, ctx: Context, jobs: int = 1) -> list:
+    """Every run's model and evaluations, in declared order; models first or run by run. With ``jobs`` > 1 (and
+    steps that can run at once) in worker processes, each ready step in that order as a worker is free."""
+    if _jobs.workers_for(plan, jobs) > 1:
+        models, logs = _jobs.execute(plan, ctx, jobs, experiment.models_first)
+        return [Finished(run, model, run_logs) for run, model, run_logs in zip(plan, models, logs)]
     if experiment.models_first:
         models = [_obtain(run, ctx, f"[{i}/{len(plan)}]") for i, run in enumerate(plan, start=1)]
         pairs = [(k, evaluation) for k, run in enumerate(plan) for evaluation in run.evaluations]

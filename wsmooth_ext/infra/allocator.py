@@ -67,6 +67,11 @@ def retain_freed_memory() -> str:
     return _state["applied"]
 
 
+def retaining() -> bool:
+    """Whether :func:`retain_freed_memory` took effect in this process (its worker processes then call it too)."""
+    return _state["applied"] is not None
+
+
 def allocator_state() -> str:
     """What :func:`retain_freed_memory` did in this process, for reports (``wsmooth bench``, benchmarks)."""
     return _state["applied"] or "system malloc (retain_freed_memory not applied in this process)"

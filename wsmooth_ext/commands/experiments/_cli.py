@@ -12,6 +12,8 @@ import os
 import time
 from importlib import import_module
 
+from ...experiments._jobs import JOBS
+
 DATA_ENV = "WSMOOTH_DATA"  # where --data-dir defaults to, the way torchvision users set a root once
 
 
@@ -76,6 +78,7 @@ def add_options(parser: argparse.ArgumentParser, experiment) -> None:
                         f"default ${DATA_ENV} where it is set)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    JOBS.add_to(parser)
 
 
 def _value(option, given):
@@ -94,14 +97,16 @@ def settings_from_args(experiment, args: argparse.Namespace):
 
 def run_command(experiment, args: argparse.Namespace) -> int:
     from ...experiments.engine import SUMMARY_FILE, run_experiment
+    from ...infra.options import check_options
     from .._common import resolve_device
 
     started = time.perf_counter()
+    check_options(args)  # --jobs in its range, before any work
     extras = {o.name: _value(o, getattr(args, o.name)) for o in experiment.extras if getattr(args, o.name) is not None}
     result = run_experiment(experiment, args.out, settings_from_args(experiment, args), resume=args.resume,
                             quick=args.quick, device=resolve_device(args.device),
                             data_dir=args.data_dir or os.environ.get(DATA_ENV) or None,
-                            progress=not args.no_progress, **extras)
+                            progress=not args.no_progress, jobs=args.jobs, **extras)
     print("\n" + result.report.tables + "\n")
     files = ", ".join(f"{args.out}/{name}" for name in (SUMMARY_FILE, *result.report.plots))
     print(f"wrote {files}, checkpoints and logs in {args.out} ({time.perf_counter() - started:.1f} s)")

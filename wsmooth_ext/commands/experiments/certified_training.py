@@ -29,7 +29,7 @@ options given with --quick override its values.
 
 An existing non-empty DIR is refused unless --resume: then the settings (--arch and the method options
 included) must equal those in experiment.json
-(--radii, --device, --certify-batch and --no-progress may change), unfinished checkpoints and logs are
+(--radii, --device, --certify-batch, --jobs and --no-progress may change), unfinished checkpoints and logs are
 continued (the result equals an uninterrupted run) and finished ones only re-read. On a shared CPU set
 OMP_NUM_THREADS=1 (small training batches gain little from more threads).
 

@@ -48,7 +48,7 @@ n_test 1000): measured 3 min 46 s wall (124 s CPU) on the shared 2-core developm
 OMP_NUM_THREADS=1, about 5 minutes to allow for load. Options given with --quick override its values.
 
 An existing non-empty DIR is refused unless --resume: then the settings (and given checkpoints) must equal
-those in experiment.json (--grid, --device, --attack-batch and --no-progress may change); unfinished
+those in experiment.json (--grid, --device, --attack-batch, --jobs and --no-progress may change); unfinished
 checkpoints and logs are continued and finished ones only re-read.
 
 example:  OMP_NUM_THREADS=1 wsmooth experiment fig5 --quick --out fig5_quick
