@@ -28,7 +28,7 @@ from wsmooth_ext.runs.logfile import read_log
 pytestmark = [pytest.mark.filterwarnings("ignore:wsmooth_ext. no compiled flow_noise kernel:RuntimeWarning"),
               pytest.mark.usefixtures("one_thread")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--dataset", "digits", "--methods", "noise,consistency", "--sigmas", "0.01,0.02", "--train-size", "600",
         "--epochs", "4", "--lr", "0.01", "--batch", "32", "--max-images", "6", "--n0", "16", "--samples", "64",
         "--radii", "0,0.01", "--device", "cpu", "--no-progress"]
