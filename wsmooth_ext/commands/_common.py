@@ -95,11 +95,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def check_positive(args, *names) -> None:
     """Each named integer option, when given, is >= 1."""
     from ..cli import UserError
+    from ..infra.options import flag
 
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise UserError(f"{flag(name)} must be >= 1, got {value}")
 
 
 def check_smoothing_options(args) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ._folder import option
+from ..infra.options import flag as option
 
 
 def as_json(settings) -> dict:

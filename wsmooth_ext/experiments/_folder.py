@@ -11,21 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..infra.options import flag, format_value
+
 SETTINGS_FILE = "experiment.json"
-
-
-def option(field: str) -> str:
-    """The command-line option of a setting."""
-    return "--" + field.replace("_", "-")
-
-
-def format_value(value, none: str = "none") -> str:
-    """A setting as the command line spells it (lists comma-separated, floats %g, None as ``none``)."""
-    if isinstance(value, (tuple, list)):
-        return ",".join(format_value(v, none) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return none if value is None else str(value)
 
 
 def is_empty(folder: Path) -> bool:
@@ -81,7 +69,7 @@ def check_output(out: Path, name: str, settings: dict, resume: bool,
         was = before.get(key)
         return key in grows and isinstance(was, (int, float)) and isinstance(value, (int, float)) and value > was
 
-    changed = [f"{flags.get(k, option(k))} {spell(k, before.get(k))} (now {spell(k, v)})"
+    changed = [f"{flags.get(k, flag(k))} {spell(k, before.get(k))} (now {spell(k, v)})"
                for k, v in settings.items() if before.get(k) != v and not grown(k, v)]
     if changed:
         quick = " (it was started with --quick)" if data.get("quick") else ""

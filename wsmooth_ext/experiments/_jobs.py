@@ -42,7 +42,7 @@ JOBS = Option("jobs", None, "steps run at once (trainings; evaluations whose mod
               "process with its share of the threads; results do not depend on it (the checkpoints, logs and summary "
               "of --jobs 1 at equal threads per step); not recorded: --resume may use another N",
               integers(1, MAX_JOBS),
-              optional=True, none=f"the number of cores, {min(cores(), MAX_JOBS)} here", recorded=False, resume=FREE,
+              optional=True, none=f"the number of cores, {min(cores(), MAX_JOBS)} here", resume=FREE,
               metavar="N")
 
 

@@ -39,6 +39,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
+from ..infra.options import flag
 from . import _checks, _folder, _jobs, options
 from .steps import Context, Data, Given, Model, Run, Train
 
@@ -160,7 +161,7 @@ def _spell(experiment: Experiment) -> Callable[[str, Any], str]:
 
 def _flag(experiment: Experiment, name: str) -> str:
     """The command-line option of setting ``name`` in ``experiment``'s command."""
-    return next((o.flag for o in experiment.options if o.name == name), _folder.option(name))
+    return next((o.flag for o in experiment.options if o.name == name), flag(name))
 
 
 def check_folder(experiment: Experiment, out_dir, settings, resume: bool) -> bool:

@@ -20,7 +20,7 @@ from ..infra import options as shared
 from ..infra.options import NON_NEGATIVE, POSITIVE, Option, integers
 from ..training import options as training
 from . import _checks
-from ._folder import format_value  # noqa: F401 - the experiments spell values with it
+from ..infra.options import format_value  # noqa: F401 - the experiments spell values with it
 
 ARCH = "wong_mnist"  # the architecture the experiments train; every dataset below is one it takes
 DATASETS = ("mnist5k", "digits", "mnist")

@@ -1,5 +1,5 @@
 """The package's one option type: :class:`Option` says everything there is to say about one setting — its name,
-default, range or choices, units, help, how a log or checkpoint records it and whether ``--resume`` must keep
+default, range or choices, units, help, how a value is spelled (``spell``) and whether ``--resume`` must keep
 it — and everything else derives from it: the argparse argument (:meth:`Option.add_to`), the check with its
 one message (:meth:`Option.check`), ``--help``, ``experiment.json``, a checkpoint's ``train_args`` and a log's
 identity.
@@ -42,8 +42,8 @@ class Option:
     None is allowed too (it then means ``none``, spelled so in ``--help`` and messages: "each method's", "all").
     ``units``: of a number, named in messages ("mass-normalized units"). ``note``: why a value outside the range
     is refused, said in the message. ``default_note``: said right after the default in ``--help``.
-    ``recorded``: whether logs/checkpoints record it; ``resume``: :data:`KEEP` (a resumed run must have the same
-    value) or :data:`FREE`. ``group``: the ``--help`` section. ``path``: names a checkpoint whose hash the
+    ``resume``: :data:`KEEP` (a resumed run must have the same value; training's ``RESUME_FIXED`` derives from
+    it) or :data:`FREE`. ``group``: the ``--help`` section. ``path``: names a checkpoint whose hash the
     experiment records. ``images_at_once``: (settings, value) -> dataset images held at once (a batch size),
     checked before the first step. ``kind``: argparse's parser of one word (default: from the range, the choices
     or the default's type). ``rule``: the check of what a range cannot say, before the range's.
@@ -62,7 +62,6 @@ class Option:
     none: str = "none"
     aliases: tuple[str, ...] = ()
     cli: str | None = None  # the command-line spelling where it is not the name's (--samples for n)
-    recorded: bool = True
     resume: str = KEEP
     group: str | None = None
     path: bool = False
@@ -96,13 +95,7 @@ class Option:
 
     def spell(self, value) -> str:
         """``value`` as ``--help``, messages and command lines spell it (None: ``none``; tuples comma-separated)."""
-        if value is None:
-            return self.none
-        if isinstance(value, (tuple, list)):
-            return ",".join(self.spell(v) for v in value)
-        if isinstance(value, float):
-            return f"{value:g}"
-        return str(value)
+        return format_value(value, self.none)
 
     def allows(self, value) -> bool:
         if value is None:
@@ -164,6 +157,15 @@ class Option:
         """'{words}; {what is allowed}', ``words`` by default '{help} (default D{default_note})'."""
         words = f"{self.help} (default {self.spell(self.default)}{self.default_note})" if words is None else words
         return words + (f"; {self.text()}" if self.range is not None else "")
+
+
+def format_value(value, none: str = "none") -> str:
+    """A setting as the command line spells it (lists comma-separated, floats %g, None as ``none``)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(format_value(v, none) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return none if value is None else str(value)
 
 
 def flag(name: str) -> str:

@@ -14,12 +14,22 @@ from ..core import noises
 from ..infra.distributed import DistContext
 from .method import TrainingMethod
 
+from ..infra.options import KEEP
 from . import schedules
-from .options import BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, OPTIMIZERS, SCHEDULE, SEED, WEIGHT_DECAY  # noqa: F401
-# train_args a resumed run must keep (epochs may change: that is how a run is extended, except under the
-# schedules whose shape depends on it, see schedules.check_resume; world_size may change too)
-RESUME_FIXED = ("noise", "sigma", "lr", "batch_size", "seed", "momentum", "weight_decay", "optimizer",
-                "train_size", "augment") + schedules.KEYS
+from .options import (BATCH, EPOCHS, LR, MOMENTUM, OPTIMIZER, OPTIMIZERS, SCHEDULE, SEED, TRAIN_SIZE,  # noqa: F401
+                      WEIGHT_DECAY, keyword)
+
+
+def _kept(*options) -> tuple[str, ...]:
+    """The train_args keys of ``options`` that a resumed run must keep (their ``resume`` is KEEP)."""
+    return tuple(keyword(o) for o in options if o.resume == KEEP)
+
+
+# train_args a resumed run must keep: the noise, and every run option declared KEEP (EPOCHS is FREE: that is how
+# a run is extended, except under the schedules whose shape depends on it, see schedules.check_resume;
+# world_size, not an option, may change too)
+RESUME_FIXED = (("noise", "sigma") + _kept(LR, BATCH, SEED, MOMENTUM, WEIGHT_DECAY, OPTIMIZER, TRAIN_SIZE)
+                + ("augment",) + _kept(*SCHEDULE))
 
 
 @dataclass

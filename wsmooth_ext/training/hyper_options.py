@@ -5,6 +5,7 @@ build their options from here, so a method's hyper-parameter is described once, 
 
 from __future__ import annotations
 
+from ..infra.options import flag  # noqa: F401 - the options' spelling, imported from here by the commands
 from .params import specs
 from .registry import METHODS, OPTIONS
 
@@ -74,6 +75,3 @@ def is_integer(key: str) -> bool:
     """Whether hyper-parameter ``key`` takes integers (the first method that has it says)."""
     return specs(users(key)[0].params)[key][1].integer
 
-
-def flag(key: str) -> str:
-    return f"--{key.replace('_', '-')}"

@@ -13,6 +13,7 @@ import time
 from importlib import import_module
 
 from ...experiments._jobs import JOBS
+from ...infra.options import flag
 
 DATA_ENV = "WSMOOTH_DATA"  # where --data-dir defaults to, the way torchvision users set a root once
 
@@ -67,7 +68,7 @@ def add_options(parser: argparse.ArgumentParser, experiment) -> None:
                         "one this command started)")
     parser.add_argument("--resume", action="store_true", help="continue the experiment in --out (same settings)")
     parser.add_argument("--quick", action="store_true", help="miniature size: " + ", ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in quick.items()))
+        f"{flag(k)} {v}" for k, v in quick.items()))
     groups = {}
     for option in experiment.options + experiment.extras:
         where = parser if option.group is None else groups.get(option.group)
